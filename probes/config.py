@@ -1,0 +1,148 @@
+"""Config building blocks every probe kind shares: the check base model, durations,
+thresholds and secret references.
+
+Every model is strict (`extra="forbid"`, unknown keys rejected) and frozen, so a loaded config
+can be compared whole on reload and never changes under a running probe.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
+
+from probes.result import Status
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`30s`, `5m`, `1h`, `250ms`, `2d` or a plain number of seconds -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m, 1h or a number of seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration such as 30s, 5m, 1h or a number of seconds")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+"""A positive duration in seconds, written as `30s`, `5m`, `1h` or a number."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Threshold(StrictModel):
+    """Warning / critical levels for one value.
+
+    `above` (default): the value is bad when it is >= the level (usage, latency).
+    `below`: bad when it is <= the level (free space, days to certificate expiry).
+    """
+
+    warning: float | None = None
+    critical: float | None = None
+    direction: Literal["above", "below"] = "above"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if self.warning is not None and self.critical is not None:
+            if self.direction == "above" and self.warning > self.critical:
+                raise ValueError("warning must be <= critical when direction is 'above'")
+            if self.direction == "below" and self.warning < self.critical:
+                raise ValueError("warning must be >= critical when direction is 'below'")
+        return self
+
+    def evaluate(self, value: float) -> Status:
+        """OK, WARNING or CRITICAL for `value` against these levels."""
+        if self.direction == "above":
+            if self.critical is not None and value >= self.critical:
+                return Status.CRITICAL
+            if self.warning is not None and value >= self.warning:
+                return Status.WARNING
+        else:
+            if self.critical is not None and value <= self.critical:
+                return Status.CRITICAL
+            if self.warning is not None and value <= self.warning:
+                return Status.WARNING
+        return Status.OK
+
+
+class SecretRef(StrictModel):
+    """A secret read from an environment variable or a file, never written inline.
+
+    Resolved once at config load so that a missing variable or an unreadable file is a config
+    error naming the path; the value is a `SecretStr`, which never prints.
+    """
+
+    env: str | None = None
+    file: Path | None = None
+    value: SecretStr = Field(default=SecretStr(""), exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("must be a mapping with `env: VARIABLE` or `file: /path`")
+        if "value" in data:
+            raise ValueError("inline secrets are not accepted; use `env:` or `file:`")
+        env, file = data.get("env"), data.get("file")
+        if (env is None) == (file is None):
+            raise ValueError("give exactly one of `env:` or `file:`")
+        if env is not None:
+            if not isinstance(env, str) or env not in os.environ:
+                raise ValueError(f"environment variable {env!r} is not set")
+            secret = os.environ[env]
+        else:
+            try:
+                secret = Path(str(file)).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {file}: {exc.strerror}") from None
+        return {**data, "value": SecretStr(secret)}
+
+    def get(self) -> str:
+        return self.value.get_secret_value()
+
+
+class CheckConfig(StrictModel):
+    """Fields every check has. A kind subclasses it and sets `kind: Literal["..."]`."""
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    kind: str
+    system: str = ""
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> CheckConfig:
+        if self.timeout > self.interval:
+            raise ValueError(
+                f"timeout ({self.timeout:g}s) must not exceed interval ({self.interval:g}s)"
+            )
+        for name in self.labels:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) or name.startswith("__"):
+                raise ValueError(f"label name {name!r} is not a valid Prometheus label name")
+            if name in {"check", "kind", "system"}:
+                raise ValueError(f"label name {name!r} is reserved")
+        return self
+
+    @property
+    def target(self) -> str:
+        """What the check looks at, as shown to people (URL, host:port, unit, ...)."""
+        return ""

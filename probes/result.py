@@ -1,0 +1,110 @@
+"""The result model shared by agent and collector: what a probe returns and what travels on the wire.
+
+A probe returns a `ProbeResult` (status, reason, summary, metrics, details). The agent's runner
+wraps it into a `CheckResult` with identity and timing (DESIGN.md "Check results"); that is the
+object pushed to the collector, rendered on /metrics and printed by `wardwatch-agent check`.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+    @property
+    def code(self) -> int:
+        """Nagios plugin exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+        return _CODES[self]
+
+    @property
+    def severity(self) -> int:
+        """Order for "the worst wins": ok < unknown < warning < critical.
+
+        Unknown ranks below warning so that one probe error does not mask a real warning;
+        the Nagios exit code of a run is still computed from `code` (unknown = 3).
+        """
+        return _SEVERITY[self]
+
+
+_CODES = {Status.OK: 0, Status.WARNING: 1, Status.CRITICAL: 2, Status.UNKNOWN: 3}
+_SEVERITY = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}
+
+
+def worst(statuses: list[Status]) -> Status:
+    """The worst status by severity; OK for an empty list."""
+    return max(statuses, key=lambda s: s.severity, default=Status.OK)
+
+
+def worst_exit_code(statuses: list[Status]) -> int:
+    """Exit code for a set of results following the Nagios convention (highest code wins)."""
+    return max((s.code for s in statuses), default=0)
+
+
+class Metric(BaseModel):
+    """One sample: a name in base units (`_seconds`, `_bytes`, `_ratio`, `_total`), labels."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    value: float
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ProbeResult(BaseModel):
+    """What a probe coroutine returns."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Status
+    reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    summary: str
+    metrics: tuple[Metric, ...] = ()
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class CheckResult(BaseModel):
+    """A result on the wire (agent -> collector), per DESIGN.md."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    agent_id: str = Field(min_length=1, max_length=128)
+    check_id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(min_length=1, max_length=64)
+    target: str = ""
+    system: str = ""
+    status: Status
+    reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    started_at: datetime
+    duration_s: float = Field(ge=0)
+    summary: str = ""
+    metrics: tuple[Metric, ...] = ()
+    details: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("started_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (UTC)")
+        return value.astimezone(UTC)
+
+
+def result(status: Status, reason: str, summary: str, *, metrics: tuple[Metric, ...] = (),
+           details: dict[str, Any] | None = None) -> ProbeResult:
+    return ProbeResult(status=status, reason=reason, summary=summary, metrics=metrics,
+                       details=details or {})
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -163,6 +163,8 @@ def _messages(exc: ValidationError, prefix: str = "", drop_first: bool = False) 
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
+        elif err["type"] == "string_type" and isinstance(err.get("input"), bool):
+            message += " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
         lines.append(f"{format_loc(loc, prefix)}: {message}")
     return lines
 

@@ -1,4 +1,4 @@
-"""The result model shared by agent and collector: what a probe returns and what travels on the wire.
+"""The result model shared by agent and collector: what a probe returns, what travels on the wire.
 
 A probe returns a `ProbeResult` (status, reason, summary, metrics, details). The agent's runner
 wraps it into a `CheckResult` with identity and timing (DESIGN.md "Check results"); that is the

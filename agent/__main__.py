@@ -18,6 +18,7 @@ from agent.app import AGENT_KEY, create_app
 from agent.config import AgentConfig, ConfigError, load_agent_config
 from agent.logs import setup_logging
 from agent.runner import run_check
+from probes.config import CheckConfig
 from probes.result import CheckResult, Status, worst_exit_code
 
 log = logging.getLogger("wardwatch.agent")
@@ -64,13 +65,12 @@ def _check(config: AgentConfig, only: list[str] | None, as_json: bool) -> int:
     setup_logging("text", "warning")
 
     async def run_all() -> list[CheckResult]:
-        loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(config.agent.probe_threads))
+        use_probe_threads(config.agent.probe_threads)
         slots = asyncio.Semaphore(256)
 
-        async def one(check_config: object) -> CheckResult:
+        async def one(check_config: CheckConfig) -> CheckResult:
             async with slots:
-                return await run_check(check_config, config.agent.id)  # type: ignore[arg-type]
+                return await run_check(check_config, config.agent.id)
 
         return list(await asyncio.gather(*(one(c) for c in checks)))
 
@@ -101,7 +101,15 @@ def _run(config: AgentConfig) -> int:
     return asyncio.run(_serve(app, config))
 
 
+def use_probe_threads(count: int) -> None:
+    """Blocking probe work (psutil, paramiko) runs in the loop's default executor; a hung call
+    holds its thread until its own socket timeout, so the pool is larger than the default."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=count, thread_name_prefix="probe"))
+
+
 async def _serve(app: web.Application, config: AgentConfig) -> int:
+    use_probe_threads(config.agent.probe_threads)
     host, port = config.agent.host_port
     ssl_context = None
     if config.agent.tls is not None:

@@ -6,14 +6,12 @@ owns every resource under a typed AppKey and releases it on shutdown.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
@@ -101,23 +99,10 @@ def create_app(config: AgentConfig) -> web.Application:
                                        config.agent.basic_auth.password.get()))
     app = web.Application(middlewares=middlewares)
     app[AGENT_KEY] = agent
-    app.cleanup_ctx.append(_probe_threads(config.agent.probe_threads))
     app.cleanup_ctx.append(_running_agent)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     return app
-
-
-def _probe_threads(count: int) -> Callable[[web.Application], AsyncIterator[None]]:
-    # Blocking probe work (psutil, paramiko) runs in threads; a hung call holds its thread
-    # until its own socket timeout, so the pool is larger than the loop's default.
-    async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="probe")
-        asyncio.get_running_loop().set_default_executor(executor)
-        yield
-        executor.shutdown(wait=False, cancel_futures=True)
-
-    return ctx
 
 
 async def _running_agent(app: web.Application) -> AsyncIterator[None]:

@@ -33,11 +33,14 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
-async def wait_results(app: web.Application, count: int, timeout: float = 5) -> None:
-    state = app[AGENT_KEY].state
-    async with asyncio.timeout(timeout):
-        while len(state.latest) < count:
-            await asyncio.sleep(0.02)
+async def wait_results(app: web.Application, count: int, within: float = 5) -> None:
+    agent = app[AGENT_KEY]
+    arrived = asyncio.Event()
+    agent.add_result_listener(lambda _result: arrived.set())
+    async with asyncio.timeout(within):
+        while len(agent.state.latest) < count:
+            arrived.clear()
+            await arrived.wait()
 
 
 @pytest.fixture
@@ -77,8 +80,8 @@ async def test_metrics_render_latest_results_and_pass_promtool(
     assert "wardwatch_agent_resident_memory_bytes " in text
     needs(PROMTOOL is not None, "promtool (Debian package prometheus)")
     assert PROMTOOL is not None
-    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(),
-                          capture_output=True, timeout=30)
+    lint = await asyncio.to_thread(subprocess.run, [PROMTOOL, "check", "metrics"],
+                                   input=text.encode(), capture_output=True, timeout=30)
     assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
 
 

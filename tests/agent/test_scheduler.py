@@ -48,8 +48,8 @@ class Recorder:
         self.results.append((result, lag))
         self.changed.set()
 
-    async def until(self, predicate: object, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
+    async def until(self, predicate: object, within: float) -> None:
+        async with asyncio.timeout(within):
             while not predicate():  # type: ignore[operator]
                 self.changed.clear()
                 await self.changed.wait()
@@ -77,7 +77,7 @@ async def test_one_hung_check_does_not_delay_49_others(hung_port: int, answer_po
     scheduler = Scheduler("iso", rec)
     scheduler.apply(cfg.checks)
     try:
-        await rec.until(lambda: len(rec.first_by_check()) == 50, timeout=5)
+        await rec.until(lambda: len(rec.first_by_check()) == 50, within=5)
     finally:
         await scheduler.stop()
     first = rec.first_by_check()
@@ -110,7 +110,7 @@ async def test_apply_keeps_unchanged_and_restarts_changed(answer_port: int) -> N
     try:
         assert scheduler.apply(cfg2.checks) == {"kept": 1, "started": 2, "stopped": 2}
         assert scheduler.check_ids == {"c0", "c1", "c3"}
-        await rec.until(lambda: {"c0", "c1", "c3"} <= set(rec.first_by_check()), timeout=3)
+        await rec.until(lambda: {"c0", "c1", "c3"} <= set(rec.first_by_check()), within=3)
     finally:
         await scheduler.stop()
     assert "c2" not in rec.first_by_check()

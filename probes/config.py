@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -42,6 +43,18 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 """A positive duration in seconds, written as `30s`, `5m`, `1h` or a number."""
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+"""A Python regular expression, checked at config load."""
 
 
 class StrictModel(BaseModel):

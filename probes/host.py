@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psutil
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
-from probes.config import CheckConfig, Duration, Threshold
+from probes.config import CheckConfig, Duration, Regex, Threshold
 from probes.result import Metric, ProbeResult, Status, result
 
 KIND = "host"
@@ -120,11 +120,11 @@ class HostCheck(CheckConfig):
     require_clock_sync: bool = False
     """Warn (clock_unsynced) when the kernel reports its clock unsynchronised. Off by default:
     in containers and some VMs the host keeps time and the guest kernel always says unsynced."""
-    include_mountpoints: tuple[str, ...] = ()
-    exclude_mountpoints: tuple[str, ...] = ()
+    include_mountpoints: tuple[Regex, ...] = ()
+    exclude_mountpoints: tuple[Regex, ...] = ()
     ignore_fstypes: tuple[str, ...] = DEFAULT_IGNORE_FSTYPES
-    ignore_disks: tuple[str, ...] = DEFAULT_IGNORE_DISKS
-    ignore_interfaces: tuple[str, ...] = DEFAULT_IGNORE_INTERFACES
+    ignore_disks: tuple[Regex, ...] = DEFAULT_IGNORE_DISKS
+    ignore_interfaces: tuple[Regex, ...] = DEFAULT_IGNORE_INTERFACES
 
     @model_validator(mode="before")
     @classmethod
@@ -149,17 +149,6 @@ class HostCheck(CheckConfig):
                                  f"level {warning:g}; give `warning:` as well")
             merged[name] = levels
         return merged
-
-    @field_validator("include_mountpoints", "exclude_mountpoints", "ignore_disks",
-                     "ignore_interfaces")
-    @classmethod
-    def _regexes(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        for value in values:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        return values
 
     @model_validator(mode="after")
     def _sample_fits(self) -> HostCheck:

@@ -39,7 +39,7 @@ from aiohttp.connector import Connection
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from probes.config import CheckConfig, SecretRef, StrictModel, Threshold
+from probes.config import CheckConfig, Regex, SecretRef, StrictModel, Threshold
 from probes.result import Metric, ProbeResult, Status, result
 
 if TYPE_CHECKING:
@@ -77,15 +77,6 @@ def _http_url(value: str, field: str) -> str:
     if url.user is not None or url.password is not None:
         raise ValueError(f"{field} must not carry credentials; use secret_headers "
                          "(e.g. Authorization) instead")
-    return value
-
-
-def _regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
     return value
 
 
@@ -132,9 +123,9 @@ class HttpCheck(CheckConfig):
     body: str | None = None
     expect_status: list[int] | None = Field(default=None, min_length=1)
     """Accepted status codes of the final response; None means any 2xx."""
-    body_regex: str | None = None
+    body_regex: Regex | None = None
     """Must be found in the body (`re.search`; inline flags such as (?i) work)."""
-    body_not_regex: str | None = None
+    body_not_regex: Regex | None = None
     """Must not be found in the body."""
     json_path: str | None = None
     """Dotted path into the JSON body, e.g. `status`, `db.status`, `items.0.name`."""
@@ -171,11 +162,6 @@ class HttpCheck(CheckConfig):
             if not 100 <= code <= 599:
                 raise ValueError(f"{code} is not an HTTP status code (100-599)")
         return value
-
-    @field_validator("body_regex", "body_not_regex")
-    @classmethod
-    def _regexes(cls, value: str | None) -> str | None:
-        return _regex(value)
 
     @field_validator("json_path")
     @classmethod

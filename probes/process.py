@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Literal
 
 import psutil
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from probes.config import CheckConfig, Threshold
+from probes.config import CheckConfig, Regex, Threshold
 from probes.result import Metric, ProbeResult, Status, result
 
 KIND = "process"
@@ -57,22 +57,12 @@ METRICS = {
 class ProcessCheck(CheckConfig):
     kind: Literal["process"]
     name: str | None = Field(default=None, min_length=1)
-    cmdline: str | None = Field(default=None, min_length=1)
+    cmdline: Regex | None = Field(default=None, min_length=1)
     pid_file: Path | None = None
     min_count: int = Field(default=1, ge=0)
     max_count: int | None = Field(default=None, ge=0)
     rss_bytes: Threshold = Threshold()
     """Levels on the summed resident memory, in bytes (2 GiB = 2147483648)."""
-
-    @field_validator("cmdline")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
 
     @model_validator(mode="after")
     def _selects_something(self) -> ProcessCheck:

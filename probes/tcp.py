@@ -19,9 +19,9 @@ import socket
 import time
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from probes.config import CheckConfig, Threshold
+from probes.config import CheckConfig, Regex, Threshold
 from probes.result import Metric, ProbeResult, Status, result
 
 KIND = "tcp"
@@ -38,20 +38,10 @@ class TcpCheck(CheckConfig):
     port: int = Field(ge=1, le=65535)
     send: str | None = None
     """Sent after connecting; backslash escapes such as \\r\\n are understood."""
-    expect: str | None = None
+    expect: Regex | None = None
     """A regular expression the reply must match (searched in the first `read_bytes`)."""
     read_bytes: int = Field(default=4096, ge=1, le=1 << 20)
     connect_seconds: Threshold = Threshold()
-
-    @field_validator("expect")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
 
     @property
     def target(self) -> str:

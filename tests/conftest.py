@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,18 @@ def nginx(tmp_path: Path) -> Iterator[Nginx]:
         yield server
     finally:
         stop_process(proc)
+
+
+@pytest.fixture
+async def hung_port() -> AsyncIterator[int]:
+    """A TCP server on loopback that accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+    for writer in held:
+        writer.close()

@@ -13,21 +13,6 @@ from probes.result import CheckResult, Status
 
 
 @pytest.fixture
-async def hung_port() -> AsyncIterator[int]:
-    """A server that accepts and never answers."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def handle(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
-    for writer in held:
-        writer.close()
-
-
-@pytest.fixture
 async def answer_port() -> AsyncIterator[int]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"READY\n")

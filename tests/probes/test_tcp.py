@@ -29,21 +29,6 @@ async def echo_server() -> AsyncIterator[int]:
         yield server.sockets[0].getsockname()[1]
 
 
-@pytest.fixture
-async def silent_server() -> AsyncIterator[int]:
-    """Accepts and never answers."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
-    for writer in held:
-        writer.close()
-
-
 def tcp(**kw: object) -> TcpCheck:
     return TcpCheck.model_validate({"id": "t", "kind": "tcp", "host": "127.0.0.1", **kw})
 
@@ -79,8 +64,8 @@ async def test_unresolvable_host_is_critical() -> None:
     assert (res.status, res.reason) == (Status.CRITICAL, "dns_failed")
 
 
-async def test_silent_server_is_cut_at_timeout(silent_server: int) -> None:
-    check = tcp(port=silent_server, expect="anything", timeout=0.3)
+async def test_hung_port_is_cut_at_timeout(hung_port: int) -> None:
+    check = tcp(port=hung_port, expect="anything", timeout=0.3)
     res = await run_check(check, "agent-1")
     assert (res.status, res.reason) == (Status.CRITICAL, "timeout")
     assert 0.3 <= res.duration_s < 1.0

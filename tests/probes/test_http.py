@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import threading
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from agent.runner import run_check
-from probes.http import METRICS, HttpCheck, probe
+from probes.http import METRICS, HttpCheck, _ssl_context, probe
 from probes.registry import get_kind
 from probes.result import ProbeResult, Status
 from tests.services import Nginx, free_port, start_nginx, stop_process
@@ -660,3 +661,12 @@ def test_config_defaults() -> None:
             check.cert_expiry_days.direction) == (30, None, "below")
     default = http("https://emr.hospital.test/").cert_expiry_days
     assert (default.warning, default.critical, default.direction) == (14, 7, "below")
+
+
+def test_tls_context_is_built_once_per_file_version(ca_file: Path) -> None:
+    tls = http("https://127.0.0.1:1/", tls={"ca_file": str(ca_file)}).tls
+    first = _ssl_context(tls)
+    assert _ssl_context(tls) is first  # ~15 ms of CPU saved per run
+    stat = ca_file.stat()
+    os.utime(ca_file, (stat.st_atime, stat.st_mtime + 10))  # a rotated CA file
+    assert _ssl_context(tls) is not first

@@ -38,5 +38,6 @@ async def run_check(check: CheckConfig, agent_id: str) -> CheckResult:
     return CheckResult(
         agent_id=agent_id, check_id=check.id, kind=check.kind, target=check.target,
         system=check.system, status=outcome.status, reason=outcome.reason,
-        started_at=started_at, duration_s=duration, summary=outcome.summary,
+        started_at=started_at, duration_s=duration, interval_s=check.interval,
+        summary=outcome.summary,
         metrics=outcome.metrics, details=outcome.details, labels=check.labels)

@@ -87,6 +87,8 @@ class CheckResult(BaseModel):
     reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     started_at: datetime
     duration_s: float = Field(ge=0)
+    interval_s: float | None = Field(default=None, gt=0)
+    """The check's interval: how long this result stands for before the next is due."""
     summary: str = ""
     metrics: tuple[Metric, ...] = ()
     details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,141 @@
+"""The collector's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Times are stored as UTC. Raw results are kept for the retention period; check state
+intervals and maintenance windows (with their audit trail) are kept forever, because every
+availability figure must be reproducible from stored evidence.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite has no time zone type: values are stored as naive UTC there, and in
+    `timestamp with time zone` on PostgreSQL.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+        assert isinstance(parsed, datetime)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+agents = Table(
+    "agents", metadata,
+    Column("id", String(128), primary_key=True),
+    Column("token_hash", String(64), nullable=True, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("last_seen_at", UtcDateTime, nullable=True),
+    Column("last_address", String(64), nullable=True),
+)
+
+results = Table(
+    "results", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("agent_id", String(128), nullable=False),
+    Column("check_id", String(128), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("system", String(128), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("interval_s", Float, nullable=True),
+    Column("summary", Text, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Index(None, "agent_id", "check_id", "started_at"),
+    Index(None, "started_at"),
+)
+
+check_intervals = Table(
+    "check_intervals", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(128), nullable=False),
+    Column("check_id", String(128), nullable=False),
+    Column("system", String(128), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("start", UtcDateTime, nullable=False),
+    Column("end", UtcDateTime, nullable=False),
+    Column("last_result_at", UtcDateTime, nullable=False),
+    Column("results", Integer, nullable=False),
+    Column("is_open", Boolean, nullable=False),
+    Index(None, "agent_id", "check_id", "end"),
+    Index(None, "end"),
+)
+
+maintenance = Table(
+    "maintenance", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("system", String(128), nullable=False),
+    Column("start", UtcDateTime, nullable=False),
+    Column("end", UtcDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("approved_by", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("cancelled_at", UtcDateTime, nullable=True),
+    Column("cancelled_by", String(128), nullable=True),
+    Index(None, "system", "end"),
+)
+
+maintenance_audit = Table(
+    "maintenance_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("maintenance_id", Integer, ForeignKey("maintenance.id"), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("by", String(128), nullable=False),
+    Column("record", JSON, nullable=False),
+    UniqueConstraint("maintenance_id", "at", "action"),
+)

@@ -1,0 +1,411 @@
+"""The collector's store: agents and their tokens, raw results, check state intervals,
+maintenance windows with their audit trail. One code path for SQLite and PostgreSQL.
+
+Durability: `ingest` returns only after its transaction committed; the HTTP 2xx goes out after
+that. On SQLite the database runs in WAL mode with `synchronous=FULL` by default, so a commit
+survives a killed process and a power cut; `synchronous: normal` trades the power-cut case
+for speed.
+
+Check state intervals: a result at time t from a check with interval i says "status S from t
+until the next result". Consecutive results of equal status extend one interval; a change of
+status closes it at the new result's time; a gap longer than `stale_after` intervals closes it
+at last-result + i, and the gap is unknown time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from collector.schema import agents, check_intervals, maintenance, maintenance_audit, results
+from probes.result import CheckResult
+
+log = logging.getLogger("wardwatch.collector.store")
+
+DEFAULT_INTERVAL_S = 60.0
+"""Used for results that do not say their check's interval (older agents)."""
+
+
+class StoreError(Exception):
+    """A request the store refuses (unknown id, duplicate, ...); the message is for people."""
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class CheckInterval:
+    agent_id: str
+    check_id: str
+    system: str
+    kind: str
+    status: str
+    reason: str
+    summary: str
+    start: datetime
+    end: datetime
+    last_result_at: datetime
+    results: int
+    is_open: bool
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    id: int
+    system: str
+    start: datetime
+    end: datetime
+    kind: str
+    reason: str
+    approved_by: str
+    created_at: datetime
+    created_by: str
+    cancelled_at: datetime | None
+    cancelled_by: str | None
+
+
+def async_url(url: str) -> str:
+    """`sqlite:///x.db` -> `sqlite+aiosqlite:///x.db`; `postgresql://` -> `+asyncpg`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"store {url!r} is not a URL such as sqlite:///path or postgresql://…")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(f"store {url!r}: only sqlite:// and postgresql:// are supported")
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256-bit random values: a plain SHA-256 cannot be brute-forced, and lookup by
+    # hash needs a deterministic function (a salted KDF would need a scan of every agent).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, *, stale_after: float = 2.0) -> None:
+        self.engine = engine
+        self.stale_after = stale_after
+        self.dialect = engine.dialect.name
+        # SQLite has one writer; serialising here avoids "database is locked" retries.
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str, *, synchronous: str = "full", stale_after: float = 2.0
+                   ) -> Store:
+        """Connect, create the SQLite file's directory if needed, run migrations."""
+        engine_url = async_url(url)
+        kwargs: dict[str, Any] = {}
+        if engine_url.startswith("sqlite"):
+            path = sa.engine.make_url(engine_url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_size"] = 10
+        engine = create_async_engine(engine_url, **kwargs)
+        if engine.dialect.name == "sqlite":
+            _sqlite_pragmas(engine, synchronous)
+        store = cls(engine, stale_after=stale_after)
+        await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+
+        def upgrade(connection: sa.Connection) -> None:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    # -- agents ---------------------------------------------------------------------------
+
+    async def add_agent(self, agent_id: str, now: datetime) -> str:
+        """Enrol `agent_id` and return its token (shown once; only its hash is stored)."""
+        token = "ww1_" + secrets.token_urlsafe(32)
+        async with self._write_lock, self.engine.begin() as conn:
+            row = (await conn.execute(sa.select(agents.c.revoked_at).where(
+                agents.c.id == agent_id))).first()
+            if row is not None and row.revoked_at is None:
+                raise StoreError(f"agent {agent_id} is already enrolled; revoke it first to "
+                                 "issue a new token")
+            values = {"token_hash": hash_token(token), "created_at": now, "revoked_at": None}
+            if row is None:
+                await conn.execute(agents.insert().values(id=agent_id, **values))
+            else:
+                await conn.execute(agents.update().where(agents.c.id == agent_id)
+                                   .values(**values))
+        return token
+
+    async def revoke_agent(self, agent_id: str, now: datetime) -> None:
+        async with self._write_lock, self.engine.begin() as conn:
+            done = await conn.execute(
+                agents.update().where(agents.c.id == agent_id, agents.c.revoked_at.is_(None))
+                .values(revoked_at=now, token_hash=None))
+            if done.rowcount == 0:
+                raise StoreError(f"no enrolled agent {agent_id}")
+
+    async def authenticate(self, token: str) -> str | None:
+        """The agent id the token belongs to, or None."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(agents.c.id).where(
+                agents.c.token_hash == hash_token(token), agents.c.revoked_at.is_(None)))).first()
+        return None if row is None else str(row.id)
+
+    async def list_agents(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(
+                agents.c.id, agents.c.created_at, agents.c.revoked_at, agents.c.last_seen_at,
+                agents.c.last_address).order_by(agents.c.id))).mappings().all()
+        return [dict(row) for row in rows]
+
+    # -- results --------------------------------------------------------------------------
+
+    async def ingest(self, agent_id: str, batch: Sequence[CheckResult], received_at: datetime,
+                     address: str | None = None) -> IngestOutcome:
+        """Store a batch durably and idempotently (by result id); update state intervals."""
+        async with self._write_lock, self.engine.begin() as conn:
+            await conn.execute(agents.update().where(agents.c.id == agent_id)
+                               .values(last_seen_at=received_at, last_address=address))
+            if not batch:
+                return IngestOutcome(0, 0)
+            ids = [str(r.id) for r in batch]
+            existing = set((await conn.execute(
+                sa.select(results.c.id).where(results.c.id.in_(ids)))).scalars())
+            fresh: list[CheckResult] = []
+            seen: set[str] = set(existing)
+            for r in batch:
+                key = str(r.id)
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(r)
+            if fresh:
+                await conn.execute(self._insert_ignore(results), [
+                    _result_row(r, received_at) for r in fresh])
+                await self._update_intervals(conn, agent_id, fresh)
+        return IngestOutcome(accepted=len(fresh), duplicates=len(batch) - len(fresh))
+
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    async def _update_intervals(self, conn: AsyncConnection, agent_id: str,
+                                fresh: list[CheckResult]) -> None:
+        by_check: dict[str, list[CheckResult]] = defaultdict(list)
+        for r in fresh:
+            by_check[r.check_id].append(r)
+        query = sa.select(check_intervals).where(
+            check_intervals.c.agent_id == agent_id,
+            check_intervals.c.check_id.in_(list(by_check)),
+            check_intervals.c.is_open.is_(True))
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        open_rows = {row.check_id: dict(row) for row in
+                     (await conn.execute(query)).mappings()}
+        updates: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
+        for check_id, group in by_check.items():
+            group.sort(key=lambda r: r.started_at)
+            current = open_rows.get(check_id)
+            for r in group:
+                current = self._advance(current, r, updates, inserts)
+            if current is not None and "id" in current:
+                updates.append(current)
+            elif current is not None:
+                inserts.append(current)
+        if updates:
+            # one row per id: the last state of each interval wins
+            final = {row["id"]: row for row in updates}
+            await conn.execute(
+                check_intervals.update().where(check_intervals.c.id == sa.bindparam("_id"))
+                .values({c: sa.bindparam(c) for c in
+                         ("status", "end", "last_result_at", "results", "is_open")}),
+                [{"_id": row["id"], "status": row["status"], "end": row["end"],
+                  "last_result_at": row["last_result_at"], "results": row["results"],
+                  "is_open": row["is_open"]} for row in final.values()])
+        if inserts:
+            await conn.execute(check_intervals.insert(), inserts)
+
+    def _advance(self, current: dict[str, Any] | None, r: CheckResult,
+                 updates: list[dict[str, Any]], inserts: list[dict[str, Any]]
+                 ) -> dict[str, Any] | None:
+        """Apply result `r` to the open interval `current`; returns the new open interval.
+
+        Closed intervals are appended to `updates` (already stored) or `inserts` (new)."""
+        interval = timedelta(seconds=r.interval_s or DEFAULT_INTERVAL_S)
+        t = r.started_at
+        if current is not None:
+            last = current["last_result_at"]
+            if t < last:
+                return current  # out of order (clock step): raw result kept, state unchanged
+            prev_interval = current["end"] - last if current["end"] > last else interval
+            contiguous = t <= last + prev_interval * self.stale_after
+            if contiguous and current["status"] == r.status.value:
+                current["end"] = max(current["end"], t + interval)
+                current["last_result_at"] = t
+                current["results"] += 1
+                return current
+            current["is_open"] = False
+            if contiguous:
+                current["end"] = t
+            (updates if "id" in current else inserts).append(current)
+        return {
+            "agent_id": r.agent_id, "check_id": r.check_id, "system": r.system,
+            "kind": r.kind, "status": r.status.value, "reason": r.reason,
+            "summary": r.summary[:500], "start": t, "end": t + interval,
+            "last_result_at": t, "results": 1, "is_open": True,
+        }
+
+    async def intervals(self, start: datetime, end: datetime,
+                        agent_check: Sequence[tuple[str, str]] | None = None
+                        ) -> list[CheckInterval]:
+        """State intervals overlapping [start, end), optionally only of these checks."""
+        query = sa.select(check_intervals).where(
+            check_intervals.c.end > start, check_intervals.c.start < end)
+        if agent_check is not None:
+            if not agent_check:
+                return []
+            query = query.where(sa.tuple_(check_intervals.c.agent_id,
+                                          check_intervals.c.check_id).in_(list(agent_check)))
+        query = query.order_by(check_intervals.c.start)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [CheckInterval(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
+
+    async def known_checks(self) -> list[tuple[str, str, str, str]]:
+        """Every (agent_id, check_id, system, kind) that ever reported."""
+        query = sa.select(check_intervals.c.agent_id, check_intervals.c.check_id,
+                          check_intervals.c.system, check_intervals.c.kind).distinct()
+        async with self.engine.connect() as conn:
+            return [(row[0], row[1], row[2], row[3]) for row in (await conn.execute(query)).all()]
+
+    async def count_results(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(results)))
+                       .scalar_one())
+
+    async def delete_results_before(self, cutoff: datetime) -> int:
+        """Retention: drop raw results older than `cutoff` (intervals are kept)."""
+        async with self._write_lock, self.engine.begin() as conn:
+            done = await conn.execute(results.delete().where(results.c.started_at < cutoff))
+        return int(done.rowcount or 0)
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    async def add_maintenance(self, *, system: str, start: datetime, end: datetime, kind: str,
+                              reason: str, approved_by: str, by: str, now: datetime
+                              ) -> MaintenanceWindow:
+        if end <= start:
+            raise StoreError("end must be after start")
+        values: dict[str, Any] = {"system": system, "start": start, "end": end, "kind": kind,
+                  "reason": reason, "approved_by": approved_by, "created_at": now,
+                  "created_by": by, "cancelled_at": None, "cancelled_by": None}
+        async with self._write_lock, self.engine.begin() as conn:
+            new_id = (await conn.execute(
+                maintenance.insert().values(**values).returning(maintenance.c.id))).scalar_one()
+            window = MaintenanceWindow(id=int(new_id), **values)
+            await self._audit(conn, window, "created", by, now)
+        return window
+
+    async def cancel_maintenance(self, window_id: int, *, by: str, now: datetime
+                                 ) -> MaintenanceWindow:
+        async with self._write_lock, self.engine.begin() as conn:
+            done = await conn.execute(
+                maintenance.update().where(maintenance.c.id == window_id,
+                                           maintenance.c.cancelled_at.is_(None))
+                .values(cancelled_at=now, cancelled_by=by))
+            if done.rowcount == 0:
+                raise StoreError(f"no active maintenance window {window_id}")
+            row = (await conn.execute(sa.select(maintenance).where(
+                maintenance.c.id == window_id))).mappings().one()
+            window = MaintenanceWindow(**row)
+            await self._audit(conn, window, "cancelled", by, now)
+        return window
+
+    async def _audit(self, conn: AsyncConnection, window: MaintenanceWindow, action: str,
+                     by: str, now: datetime) -> None:
+        record = {k: (v.isoformat() if isinstance(v, datetime) else v)
+                  for k, v in window.__dict__.items()}
+        await conn.execute(maintenance_audit.insert().values(
+            maintenance_id=window.id, action=action, at=now, by=by, record=record))
+
+    async def maintenance_windows(self, *, system: str | None = None,
+                                  start: datetime | None = None, end: datetime | None = None,
+                                  include_cancelled: bool = False) -> list[MaintenanceWindow]:
+        query = sa.select(maintenance).order_by(maintenance.c.start)
+        if system is not None:
+            query = query.where(maintenance.c.system == system)
+        if start is not None:
+            query = query.where(maintenance.c.end > start)
+        if end is not None:
+            query = query.where(maintenance.c.start < end)
+        if not include_cancelled:
+            query = query.where(maintenance.c.cancelled_at.is_(None))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [MaintenanceWindow(**row) for row in rows]
+
+    async def maintenance_history(self, window_id: int) -> list[dict[str, Any]]:
+        query = (sa.select(maintenance_audit.c.action, maintenance_audit.c.at,
+                           maintenance_audit.c.by, maintenance_audit.c.record)
+                 .where(maintenance_audit.c.maintenance_id == window_id)
+                 .order_by(maintenance_audit.c.at, maintenance_audit.c.id))
+        async with self.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+def _result_row(r: CheckResult, received_at: datetime) -> dict[str, Any]:
+    return {
+        "id": str(r.id), "agent_id": r.agent_id, "check_id": r.check_id, "kind": r.kind,
+        "system": r.system, "target": r.target, "status": r.status.value, "reason": r.reason,
+        "started_at": r.started_at, "duration_s": r.duration_s, "interval_s": r.interval_s,
+        "summary": r.summary, "metrics": [m.model_dump(mode="json") for m in r.metrics],
+        "details": r.details, "labels": r.labels, "received_at": received_at,
+    }
+
+
+def _sqlite_pragmas(engine: AsyncEngine, synchronous: str) -> None:
+    level = {"full": "FULL", "normal": "NORMAL"}[synchronous]
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={level}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

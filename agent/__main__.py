@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from agent.app import AGENT_KEY, create_app
-from agent.config import AgentConfig, ConfigError, load_agent_config
+from agent.config import AgentConfig, load_agent_config
 from agent.logs import setup_logging
 from agent.runner import run_check
-from probes.config import CheckConfig
+from probes.config import CheckConfig, ConfigError
 from probes.result import CheckResult, Status, worst_exit_code
 
 log = logging.getLogger("wardwatch.agent")

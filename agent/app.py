@@ -18,10 +18,11 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from agent.config import AgentConfig, ConfigError, load_agent_config
+from agent.config import AgentConfig, load_agent_config
 from agent.metrics import create_registry
 from agent.scheduler import Scheduler
 from agent.state import AgentState
+from probes.config import ConfigError
 from probes.result import CheckResult
 
 log = logging.getLogger("wardwatch.agent")

@@ -17,21 +17,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from probes.config import CheckConfig, Duration, SecretRef, StrictModel
+from probes.config import (
+    CheckConfig,
+    ConfigError,
+    Duration,
+    SecretRef,
+    StrictModel,
+    split_listen,
+    validation_messages,
+)
 from probes.registry import UnknownKindError, get_kind
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used; `errors` are `path: message` lines."""
-
-    def __init__(self, source: str, errors: list[str]):
-        self.source = source
-        self.errors = errors
-        super().__init__(f"{source}: " + "; ".join(errors))
-
-    def __str__(self) -> str:
-        return f"{self.source}: invalid configuration\n" + "\n".join(
-            f"  {line}" for line in self.errors)
 
 
 class TlsSection(StrictModel):
@@ -123,15 +118,6 @@ class AgentConfig:
         raise KeyError(check_id)
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    """`127.0.0.1:9810`, `[::1]:9810`, `:9810` -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen {listen!r} must be HOST:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -139,34 +125,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def format_loc(loc: tuple[int | str, ...], prefix: str = "") -> str:
-    """('checks', 3, 'url') -> 'checks[3].url'."""
-    out = prefix
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _messages(exc: ValidationError, prefix: str = "", drop_first: bool = False) -> list[str]:
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        if drop_first:
-            loc = loc[1:]
-        # pydantic puts the failing model's class name into union/after-validator paths
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif err["type"] == "string_type" and isinstance(err.get("input"), bool):
-            message += " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
-        lines.append(f"{format_loc(loc, prefix)}: {message}")
-    return lines
 
 
 def parse_agent_config(data: Any, source: str = "<memory>") -> AgentConfig:
@@ -179,7 +137,7 @@ def parse_agent_config(data: Any, source: str = "<memory>") -> AgentConfig:
     try:
         raw = _RawAgentConfig.model_validate({**data, "checks": []})
     except ValidationError as exc:
-        raise ConfigError(source, _messages(exc)) from None
+        raise ConfigError(source, validation_messages(exc)) from None
     errors: list[str] = []
     if raw_checks is None:
         raw_checks = []
@@ -205,7 +163,7 @@ def parse_agent_config(data: Any, source: str = "<memory>") -> AgentConfig:
         try:
             check = model.model_validate(merged)
         except ValidationError as exc:
-            errors.extend(_messages(exc, prefix=path))
+            errors.extend(validation_messages(exc, prefix=path))
             continue
         if check.id in seen:
             errors.append(f"{path}.id: {check.id!r} is already used by checks[{seen[check.id]}]")

@@ -1,5 +1,5 @@
-"""Config building blocks every probe kind shares: the check base model, durations,
-thresholds and secret references.
+"""Config building blocks shared by every probe kind, the agent and the collector: the check
+base model, durations, thresholds, secret references, and errors that name the config path.
 
 Every model is strict (`extra="forbid"`, unknown keys rejected) and frozen, so a loaded config
 can be compared whole on reload and never changes under a running probe.
@@ -19,10 +19,60 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 
 from probes.result import Status
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `errors` are `path: message` lines."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+    def __str__(self) -> str:
+        return f"{self.source}: invalid configuration\n" + "\n".join(
+            f"  {line}" for line in self.errors)
+
+
+def format_loc(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """('checks', 3, 'url') -> 'checks[3].url'."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def validation_messages(exc: ValidationError, prefix: str = "") -> list[str]:
+    """pydantic errors as `path: message` lines, paths written as in the YAML file."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        # pydantic puts the failing model's class name into union/after-validator paths
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper()))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "string_type" and isinstance(err.get("input"), bool):
+            message += " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
+        lines.append(f"{format_loc(loc, prefix)}: {message}")
+    return lines
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`127.0.0.1:9810`, `[::1]:9810`, `:9810` -> (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen {listen!r} must be HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

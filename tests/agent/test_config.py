@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load_agent_config, parse_agent_config
+from agent.config import load_agent_config, parse_agent_config
+from probes.config import ConfigError
 
 
 def errors_of(data: object) -> list[str]:

@@ -78,7 +78,7 @@ def build_rule(rule: Any, members: Sequence[str]) -> RuleNode:
 def _parse_node(value: Any) -> RuleNode:
     from pydantic import TypeAdapter
 
-    return TypeAdapter(RuleNode).validate_python(value)  # type: ignore[no-any-return]
+    return TypeAdapter(RuleNode).validate_python(value)
 
 
 def leaves(node: RuleNode) -> list[str]:
@@ -110,7 +110,7 @@ def evaluate(node: RuleNode, states: Mapping[tuple[str, str], State]) -> State:
 def _all(parts: Sequence[State]) -> State:
     for state in ("down", "unknown", "degraded"):
         if state in parts:
-            return state  # type: ignore[return-value]
+            return state
     return "up"
 
 

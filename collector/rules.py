@@ -10,8 +10,10 @@ critical → down, unknown (or no fresh data) → unknown. A rule combines compo
   → degraded (a component failed, the business still runs: the contract's level 2);
   not satisfied but could be with the unknown parts → unknown; otherwise down.
 
-Leaves are `AGENT_ID/CHECK_ID` globs; a glob that matches several checks is `all` of them,
-and one that matches none is unknown (a configured member that never reported is not "up").
+Leaves are `AGENT_ID/CHECK_ID` globs. A glob stands for every check it matches, each one a
+part of the group it is written in (`at_least: 1` of `emr-app-*/web` is one of the app
+servers); a glob that matches none is one unknown part (a configured member that never
+reported is not "up").
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class AtLeast(_Node):
 
     @model_validator(mode="after")
     def _reachable(self) -> AtLeast:
-        if self.at_least > len(self.of):
+        if self.at_least > len(self.of) and not any("*" in p or "?" in p or "[" in p
+                                                    for p in self.of if isinstance(p, str)):
             raise ValueError(f"at_least {self.at_least} is more than the {len(self.of)} parts")
         return self
 
@@ -98,13 +101,23 @@ def matches(pattern: str, agent_id: str, check_id: str) -> bool:
 def evaluate(node: RuleNode, states: Mapping[tuple[str, str], State]) -> State:
     """The system state for component `states` keyed by (agent_id, check_id)."""
     if isinstance(node, str):
-        found = [s for (a, c), s in states.items() if matches(node, a, c)]
-        return _all(found) if found else "unknown"
+        return _all(_parts([node], states))
     if isinstance(node, AllOf):
-        return _all([evaluate(part, states) for part in node.all])
+        return _all(_parts(node.all, states))
     if isinstance(node, AnyOf):
-        return _at_least(1, [evaluate(part, states) for part in node.any])
-    return _at_least(node.at_least, [evaluate(part, states) for part in node.of])
+        return _at_least(1, _parts(node.any, states))
+    return _at_least(node.at_least, _parts(node.of, states))
+
+
+def _parts(nodes: Sequence[RuleNode], states: Mapping[tuple[str, str], State]) -> list[State]:
+    out: list[State] = []
+    for node in nodes:
+        if isinstance(node, str):
+            found = [s for (a, c), s in states.items() if matches(node, a, c)]
+            out.extend(found or ["unknown"])
+        else:
+            out.append(evaluate(node, states))
+    return out
 
 
 def _all(parts: Sequence[State]) -> State:

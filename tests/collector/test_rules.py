@@ -42,11 +42,17 @@ def test_simple_rules_over_members() -> None:
     assert leaves(build_rule("all", members)) == members
 
 
-def test_glob_matches_all_of_its_checks_and_missing_member_is_unknown() -> None:
+def test_glob_parts_join_their_group_and_missing_member_is_unknown() -> None:
     rule = build_rule("all", ["his-app-*/web"])
     assert evaluate(rule, states(**{"his-app-1__web": "up", "his-app-2__web": "up"})) == "up"
     assert evaluate(rule, states(**{"his-app-1__web": "up", "his-app-2__web": "down"})) == "down"
     assert evaluate(rule, states(**{"other__web": "up"})) == "unknown"
+    one_of = build_rule({"at_least": 1}, ["his-app-*/web"])
+    assert evaluate(one_of, states(**{"his-app-1__web": "up", "his-app-2__web": "down"})) \
+        == "degraded"
+    two_of = build_rule({"at_least": 2}, ["his-app-*/web"])  # a glob may stand for several
+    assert evaluate(two_of, states(**{"his-app-1__web": "up", "his-app-2__web": "up",
+                                      "his-app-3__web": "down"})) == "degraded"
 
 
 def test_invalid_rules() -> None:

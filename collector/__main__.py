@@ -1,0 +1,174 @@
+"""`wardwatch-collector`: run the service, enrol agents, record maintenance, write reports,
+or start the embedded demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from collector.app import create_app
+from collector.config import CollectorConfig, load_collector_config
+from collector.store import Store, StoreError, utcnow
+from probes.config import ConfigError
+
+log = logging.getLogger("wardwatch.collector")
+
+DEFAULT_CONFIG = "/etc/wardwatch/collector.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wardwatch-collector", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve the API, web UI and /metrics")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+
+    demo = sub.add_parser("demo", help="collector on SQLite in ./wardwatch-data + a local agent")
+    demo.add_argument("--data-dir", default="wardwatch-data")
+    demo.add_argument("--port", type=int, default=9800)
+
+    agents = sub.add_parser("agents", help="enrol, revoke and list agents")
+    agents.add_argument("--config", default=DEFAULT_CONFIG)
+    agents_sub = agents.add_subparsers(dest="action", required=True)
+    add = agents_sub.add_parser("add", help="enrol an agent; prints its token once")
+    add.add_argument("id")
+    revoke = agents_sub.add_parser("revoke", help="revoke an agent's token")
+    revoke.add_argument("id")
+    agents_sub.add_parser("list", help="list enrolled agents")
+
+    maint = sub.add_parser("maintenance", help="planned maintenance and force majeure windows")
+    maint.add_argument("--config", default=DEFAULT_CONFIG)
+    maint_sub = maint.add_subparsers(dest="action", required=True)
+    madd = maint_sub.add_parser("add", help="record a window (before or after the fact)")
+    madd.add_argument("--system", required=True)
+    madd.add_argument("--start", required=True, type=_timestamp)
+    madd.add_argument("--end", required=True, type=_timestamp)
+    madd.add_argument("--kind", required=True, choices=("planned", "force_majeure"))
+    madd.add_argument("--reason", required=True)
+    madd.add_argument("--approved-by", required=True)
+    madd.add_argument("--by", default="cli", help="who records it (kept in the audit trail)")
+    mcancel = maint_sub.add_parser("cancel", help="cancel a window (kept in the audit trail)")
+    mcancel.add_argument("id", type=int)
+    mcancel.add_argument("--by", default="cli")
+    mlist = maint_sub.add_parser("list", help="list windows")
+    mlist.add_argument("--system")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "demo":
+        from collector.demo import run_demo
+
+        return run_demo(Path(args.data_dir), args.port)
+    try:
+        config = load_collector_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "run":
+        return asyncio.run(serve(config))
+    try:
+        return asyncio.run(_admin(args, config))
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _timestamp(value: str) -> datetime:
+    """ISO 8601 with an offset; without one the value is refused (no guessing of zones)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} has no UTC offset; write e.g. 2026-05-01T08:00+08:00")
+    return parsed
+
+
+async def _admin(args: argparse.Namespace, config: CollectorConfig) -> int:
+    store = await Store.open(config.store, synchronous=config.store_synchronous)
+    try:
+        now = utcnow()
+        if args.command == "agents" and args.action == "add":
+            token = await store.add_agent(args.id, now)
+            print(token)
+            print(f"agent {args.id} enrolled; this token is shown once: put it in the agent's "
+                  "token_file (mode 0600)", file=sys.stderr)
+        elif args.command == "agents" and args.action == "revoke":
+            await store.revoke_agent(args.id, now)
+            print(f"agent {args.id} revoked")
+        elif args.command == "agents":
+            for agent in await store.list_agents():
+                print(json.dumps(_plain(agent), ensure_ascii=False))
+        elif args.action == "add":
+            if args.system not in {s.id for s in config.systems}:
+                raise StoreError(f"unknown system {args.system!r}")
+            window = await store.add_maintenance(
+                system=args.system, start=args.start, end=args.end, kind=args.kind,
+                reason=args.reason, approved_by=args.approved_by, by=args.by, now=now)
+            print(json.dumps(_plain(window.__dict__), ensure_ascii=False))
+        elif args.action == "cancel":
+            window = await store.cancel_maintenance(args.id, by=args.by, now=now)
+            print(json.dumps(_plain(window.__dict__), ensure_ascii=False))
+        else:
+            for window in await store.maintenance_windows(system=args.system):
+                print(json.dumps(_plain(window.__dict__), ensure_ascii=False))
+    finally:
+        await store.close()
+    return 0
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in record.items()}
+
+
+async def serve(config: CollectorConfig, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> int:
+    app = create_app(config)
+    host, port = _host_port(config.listen)
+    ssl_context = None
+    if config.tls is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
+        await runner.cleanup()
+        return 1
+    log.info("collector serving on %s://%s", "https" if ssl_context else "http", config.listen)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    return 0
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    from probes.config import split_listen
+
+    return split_listen(listen)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

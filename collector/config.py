@@ -1,0 +1,144 @@
+"""The collector's configuration: one YAML file, validated whole at load; errors name the path."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from collector.availability import UnknownPolicy
+from collector.rules import RuleNode, build_rule, leaves
+from collector.schedule import Schedule
+from probes.config import (
+    ConfigError,
+    Duration,
+    SecretRef,
+    StrictModel,
+    split_listen,
+    validation_messages,
+)
+
+
+class TlsSection(StrictModel):
+    cert_file: Path
+    key_file: Path
+
+
+class SystemConfig(StrictModel):
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[^/\s]+$")
+    name: str = ""
+    core: bool = False
+    target: float = Field(default=0.995, gt=0, le=1)
+    schedule: Schedule = Field(default_factory=lambda: Schedule.model_validate("24x7"))
+    members: tuple[str, ...] = ()
+    rule: RuleNode
+    """`all`, `any` or `{at_least: N}` over `members`, or a tree (collector/rules.py)."""
+    unknown_policy: UnknownPolicy | None = None
+    """How time without fresh data counts; default: down for core systems, else excluded."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_rule(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {**data, "rule": build_rule(data.get("rule", "all"), data.get("members", ()))}
+        return data
+
+    @property
+    def member_patterns(self) -> list[str]:
+        return leaves(self.rule)
+
+    @property
+    def unknown_counts_as(self) -> UnknownPolicy:
+        if self.unknown_policy is not None:
+            return self.unknown_policy
+        return "down" if self.core else "excluded"
+
+
+class CollectorConfig(StrictModel):
+    listen: str = "127.0.0.1:9800"
+    store: str = "sqlite:///var/lib/wardwatch/collector.db"
+    store_synchronous: Literal["full", "normal"] = "full"
+    timezone: str = "Asia/Shanghai"
+    language: Literal["zh-CN", "en"] = "zh-CN"
+    calendar: Path | None = None
+    retention: Duration = 35 * 86400.0
+    stale_after: float = Field(default=2.0, ge=1.0, le=100.0)
+    """A check's state stands for this many of its intervals without a new result."""
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    tls: TlsSection | None = None
+    admin_token: SecretRef | None = None
+    """Bearer token for write endpoints other than ingest (maintenance, incidents)."""
+    systems: tuple[SystemConfig, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _unique_systems(self) -> CollectorConfig:
+        seen: set[str] = set()
+        for system in self.systems:
+            if system.id in seen:
+                raise ValueError(f"system id {system.id!r} is used twice")
+            seen.add(system.id)
+        host, _port = split_listen(self.listen)
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and self.tls is None:
+            raise ValueError(f"listen {self.listen} is not a loopback address; serving agents "
+                             "and people on the network needs tls (cert_file, key_file)")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def system(self, system_id: str) -> SystemConfig:
+        for system in self.systems:
+            if system.id == system_id:
+                return system
+        raise KeyError(system_id)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: CollectorConfig
+    source: str
+
+
+def parse_collector_config(data: Any, source: str = "<memory>") -> CollectorConfig:
+    if data is None:
+        data = {}
+    try:
+        return CollectorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, validation_messages(exc)) from None
+
+
+def load_collector_config(path: str | Path) -> CollectorConfig:
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read file: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"YAML syntax error: {exc}"]) from None
+    return parse_collector_config(data, source)

@@ -1,0 +1,144 @@
+"""Business systems: their state over time, derived from member checks' state intervals and the
+system's rule, and their availability over planned hours.
+
+The timeline is computed from stored check intervals on demand: one query for the period,
+then a sweep over interval boundaries; a year of a system is a few thousand boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from collector.availability import (
+    AvailabilityReport,
+    Exclusion,
+    StateInterval,
+    compute_availability,
+)
+from collector.calendar import HolidayCalendar
+from collector.config import CollectorConfig, SystemConfig
+from collector.rules import STATUS_STATE, State, evaluate, matches
+from collector.schedule import planned_intervals
+from collector.store import CheckInterval, Store
+
+CheckKey = tuple[str, str]
+
+
+def member_checks(system: SystemConfig, known: Iterable[CheckKey]) -> list[CheckKey]:
+    """The (agent_id, check_id) pairs that any of the system's member patterns match."""
+    patterns = system.member_patterns
+    return sorted({key for key in known if any(matches(p, *key) for p in patterns)})
+
+
+def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
+             start: datetime, end: datetime, members: Iterable[CheckKey] = ()
+             ) -> list[StateInterval]:
+    """The system's state over [start, end) from its members' check intervals.
+
+    `members` are the checks that belong to the system (those with intervals are added);
+    where a member has no interval its state is unknown. Adjacent stretches of one state are
+    merged; `cause` names the members that are not up at the start of each stretch.
+    """
+    events: list[tuple[datetime, int, CheckKey, CheckInterval | None]] = []
+    for iv in intervals:
+        key = (iv.agent_id, iv.check_id)
+        if iv.end <= start or iv.start >= end:
+            continue
+        # ends sort before starts at the same instant (order 0 < 1)
+        events.append((max(iv.start, start), 1, key, iv))
+        events.append((min(iv.end, end), 0, key, None))
+    events.sort(key=lambda e: (e[0], e[1]))
+    everyone = {*members, *((iv.agent_id, iv.check_id) for iv in intervals)}
+    silent: dict[CheckKey, State] = dict.fromkeys(everyone, "unknown")
+    current: dict[CheckKey, CheckInterval] = {}
+    out: list[StateInterval] = []
+    cursor = start
+    index = 0
+    while cursor < end:
+        while index < len(events) and events[index][0] <= cursor:
+            _when, is_start, key, started = events[index]
+            if is_start and started is not None:
+                current[key] = started
+            elif not is_start and key in current and current[key].end <= cursor:
+                del current[key]
+            index += 1
+        following = events[index][0] if index < len(events) else end
+        states = {**silent, **{k: STATUS_STATE[iv.status] for k, iv in current.items()}}
+        state = evaluate(system.rule, states)
+        cause = "" if state == "up" else _cause(current, state)
+        if out and out[-1].state == state and out[-1].end == cursor:
+            out[-1] = StateInterval(out[-1].start, following, state, out[-1].cause)
+        else:
+            out.append(StateInterval(cursor, following, state, cause))
+        cursor = following
+    return out
+
+
+def _cause(current: dict[CheckKey, CheckInterval], state: State) -> str:
+    failing = [f"{a}/{c}: {iv.status} ({iv.reason}) {iv.summary}".strip()
+               for (a, c), iv in sorted(current.items()) if iv.status != "ok"]
+    if not failing:
+        return "no fresh data from member checks" if state == "unknown" else ""
+    return "; ".join(failing)[:1000]
+
+
+@dataclass(frozen=True)
+class SystemState:
+    system: str
+    state: State
+    since: datetime
+    cause: str
+
+
+class Systems:
+    """Reads the store for the configured systems."""
+
+    def __init__(self, config: CollectorConfig, store: Store,
+                 calendar: HolidayCalendar) -> None:
+        self.config = config
+        self.store = store
+        self.calendar = calendar
+
+    async def _members(self, system: SystemConfig) -> list[CheckKey]:
+        known = [(a, c) for a, c, _system, _kind in await self.store.known_checks()]
+        return member_checks(system, known)
+
+    async def timeline(self, system: SystemConfig, start: datetime, end: datetime,
+                       now: datetime | None = None) -> list[StateInterval]:
+        members = await self._members(system)
+        intervals = await self.store.intervals(start, end, members)
+        if now is not None:
+            intervals = [self._standing(iv, now) for iv in intervals]
+        return timeline(system, intervals, start, end, members)
+
+    def _standing(self, iv: CheckInterval, now: datetime) -> CheckInterval:
+        """An open interval stands until `stale_after` of its check's intervals have passed
+        without a result (the next result is simply not due yet), but never beyond now."""
+        if not iv.is_open:
+            return iv
+        interval = iv.end - iv.last_result_at
+        stands_until = min(now, iv.last_result_at + interval * self.config.stale_after)
+        return replace(iv, end=max(iv.end, stands_until))
+
+    async def availability(self, system: SystemConfig, start: datetime, end: datetime,
+                           now: datetime) -> AvailabilityReport:
+        """Availability over [start, end); time after `now` has not happened and is cut off."""
+        end = min(end, now)
+        states = await self.timeline(system, start, end, now)
+        planned = planned_intervals(system.schedule, self.calendar, self.config.zone, start,
+                                    end)
+        windows = await self.store.maintenance_windows(system=system.id, start=start, end=end)
+        exclusions = [Exclusion(start=w.start, end=w.end, kind=w.kind,  # type: ignore[arg-type]
+                                reason=w.reason, approved_by=w.approved_by, id=str(w.id))
+                      for w in windows]
+        return compute_availability(states, planned, exclusions, system.unknown_counts_as,
+                                    system.target)
+
+    async def current(self, system: SystemConfig, now: datetime) -> SystemState:
+        """State at `now`: the last stretch of today's timeline (stale data is unknown)."""
+        states = await self.timeline(system, now - timedelta(days=1), now, now)
+        last = states[-1]
+        return SystemState(system=system.id, state=last.state, since=last.start,
+                           cause=last.cause)

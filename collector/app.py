@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
-from collector.period import PeriodError, parse_period, year_start
+from collector.period import PeriodError, parse_period
 from collector.store import Store, StoreError, utcnow
 from collector.systems import Systems
 from probes.result import CheckResult
@@ -201,12 +201,14 @@ async def list_systems(request: web.Request) -> web.Response:
     out = []
     for system in config.systems:
         state = await systems.current(system, now)
-        report = await systems.availability(system, year_start(now, config.zone), now, now)
+        ytd = await systems.year_to_date(system, now)
         out.append({
             "id": system.id, "name": system.name, "core": system.core,
             "target": system.target, "state": state.state, "since": state.since.isoformat(),
-            "cause": state.cause, "availability_ytd": report.availability,
-            "met_ytd": report.met, "budget_left_s": report.budget_left_s,
+            "cause": state.cause, "monitored_from": ytd.start.isoformat(),
+            "availability_ytd": ytd.report.availability, "met_ytd": ytd.report.met,
+            "downtime_ytd_s": ytd.report.downtime_s, "budget_year_s": ytd.budget_s,
+            "budget_left_s": ytd.budget_left_s,
         })
     return web.json_response(out, dumps=_dumps)
 

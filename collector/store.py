@@ -302,6 +302,19 @@ class Store:
             rows = (await conn.execute(query)).mappings().all()
         return [CheckInterval(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
 
+    async def first_seen(self, agent_check: Sequence[tuple[str, str]]) -> datetime | None:
+        """The start of the earliest state interval of these checks."""
+        if not agent_check:
+            return None
+        query = sa.select(sa.func.min(check_intervals.c.start)).where(
+            sa.tuple_(check_intervals.c.agent_id, check_intervals.c.check_id)
+            .in_(list(agent_check)))
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(query)).scalar_one_or_none()
+        if isinstance(value, str):  # an aggregate bypasses the column type on SQLite
+            value = datetime.fromisoformat(value)
+        return _aware(value)
+
     async def known_checks(self) -> list[tuple[str, str, str, str]]:
         """Every (agent_id, check_id, system, kind) that ever reported."""
         query = sa.select(check_intervals.c.agent_id, check_intervals.c.check_id,
@@ -405,6 +418,12 @@ def _sqlite_pragmas(engine: AsyncEngine, synchronous: str) -> None:
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:

@@ -15,6 +15,7 @@ from collector.availability import (
     AvailabilityReport,
     Exclusion,
     StateInterval,
+    allowed_downtime_s,
     compute_availability,
 )
 from collector.calendar import HolidayCalendar
@@ -85,6 +86,15 @@ def _cause(current: dict[CheckKey, CheckInterval], state: State) -> str:
 
 
 @dataclass(frozen=True)
+class YearToDate:
+    start: datetime
+    report: AvailabilityReport
+    budget_s: float
+    """Downtime the target allows over the whole year's planned time (from `start`)."""
+    budget_left_s: float
+
+
+@dataclass(frozen=True)
 class SystemState:
     system: str
     state: State
@@ -125,16 +135,40 @@ class Systems:
     async def availability(self, system: SystemConfig, start: datetime, end: datetime,
                            now: datetime) -> AvailabilityReport:
         """Availability over [start, end); time after `now` has not happened and is cut off."""
-        end = min(end, now)
+        end = max(start, min(end, now))
         states = await self.timeline(system, start, end, now)
         planned = planned_intervals(system.schedule, self.calendar, self.config.zone, start,
                                     end)
-        windows = await self.store.maintenance_windows(system=system.id, start=start, end=end)
-        exclusions = [Exclusion(start=w.start, end=w.end, kind=w.kind,  # type: ignore[arg-type]
-                                reason=w.reason, approved_by=w.approved_by, id=str(w.id))
-                      for w in windows]
+        exclusions = await self._exclusions(system, start, end)
         return compute_availability(states, planned, exclusions, system.unknown_counts_as,
                                     system.target)
+
+    async def _exclusions(self, system: SystemConfig, start: datetime, end: datetime
+                          ) -> list[Exclusion]:
+        windows = await self.store.maintenance_windows(system=system.id, start=start, end=end)
+        return [Exclusion(start=w.start, end=w.end, kind=w.kind,  # type: ignore[arg-type]
+                          reason=w.reason, approved_by=w.approved_by, id=str(w.id))
+                for w in windows]
+
+    async def monitored_since(self, system: SystemConfig) -> datetime | None:
+        """When the first of the system's member checks first reported."""
+        return await self.store.first_seen(await self._members(system))
+
+    async def year_to_date(self, system: SystemConfig, now: datetime) -> YearToDate:
+        """This (local) year so far, counted from when monitoring of the system began, and the
+        downtime the target still allows for the rest of the year."""
+        zone = self.config.zone
+        year_begin = datetime(now.astimezone(zone).year, 1, 1, tzinfo=zone)
+        year_end = year_begin.replace(year=year_begin.year + 1)
+        since = await self.monitored_since(system)
+        start = max(year_begin, since) if since is not None else now
+        report = await self.availability(system, start, now, now)
+        planned_year = planned_intervals(system.schedule, self.calendar, zone, start, year_end)
+        budget = allowed_downtime_s(planned_year,
+                                    await self._exclusions(system, start, year_end),
+                                    system.target)
+        return YearToDate(start=start, report=report, budget_s=budget,
+                          budget_left_s=budget - report.downtime_s)
 
     async def current(self, system: SystemConfig, now: datetime) -> SystemState:
         """State at `now`: the last stretch of today's timeline (stale data is unknown)."""

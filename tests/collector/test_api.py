@@ -66,6 +66,10 @@ async def test_systems_and_availability(api: Api) -> None:
     assert status == 200
     emr = next(s for s in systems if s["id"] == "EMR")
     assert (emr["name"], emr["state"], emr["core"]) == ("电子病历", "up", True)
+    assert emr["monitored_from"] == start.isoformat()  # the year counts from first data
+    assert emr["downtime_ytd_s"] == 360
+    assert emr["budget_left_s"] == pytest.approx(emr["budget_year_s"] - 360)
+    assert emr["budget_year_s"] > 0
     appt = next(s for s in systems if s["id"] == "APPT")
     assert appt["state"] == "unknown"  # never reported
 

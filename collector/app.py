@@ -8,12 +8,14 @@ after the batch is committed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -74,6 +76,21 @@ class CollectorMetrics:
         self.agent_last_seen = Gauge("wardwatch_collector_agent_last_seen_timestamp_seconds",
                                      "When each agent last pushed (Unix time).", ["agent"],
                                      registry=self.registry)
+        self.system_state = Gauge(
+            "wardwatch_collector_system_state",
+            "1 for the system's current state (up, degraded, down, unknown), else 0.",
+            ["system", "state"], registry=self.registry)
+        self.system_availability = Gauge(
+            "wardwatch_collector_system_availability_ratio",
+            "Availability this year so far over planned hours (0-1).", ["system"],
+            registry=self.registry)
+        self.system_budget_left = Gauge(
+            "wardwatch_collector_system_budget_left_seconds",
+            "Downtime the target still allows this year (negative: overspent).", ["system"],
+            registry=self.registry)
+        self.results_expired = Counter("wardwatch_collector_results_expired",
+                                       "Raw results deleted after the retention period.",
+                                       registry=self.registry)
 
 
 CONFIG_KEY = web.AppKey("config", CollectorConfig)
@@ -89,6 +106,7 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = CollectorMetrics()
     app.cleanup_ctx.append(_open_store(store_url or config.store, config))
+    app.cleanup_ctx.append(_housekeeping)
     app.router.add_post("/api/v1/results", ingest)
     app.router.add_get("/api/v1/systems", list_systems)
     app.router.add_get("/api/v1/availability", availability)
@@ -111,6 +129,48 @@ def _open_store(url: str, config: CollectorConfig
         await store.close()
 
     return ctx
+
+
+SYSTEM_METRICS_EVERY_S = 30.0
+RETENTION_EVERY_S = 3600.0
+
+
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    """Background work the app owns: system gauges every 30 s, retention every hour."""
+    task = asyncio.create_task(_housekeeping_loop(app), name="collector-housekeeping")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _housekeeping_loop(app: web.Application) -> None:
+    last_retention = 0.0
+    while True:
+        try:
+            await refresh_system_metrics(app)
+            if time.monotonic() - last_retention >= RETENTION_EVERY_S:
+                cutoff = utcnow() - timedelta(seconds=app[CONFIG_KEY].retention)
+                app[METRICS_KEY].results_expired.inc(
+                    await app[STORE_KEY].delete_results_before(cutoff))
+                last_retention = time.monotonic()
+        except Exception:  # keep the service up; the next round tries again
+            log.exception("housekeeping failed")
+        await asyncio.sleep(SYSTEM_METRICS_EVERY_S)
+
+
+async def refresh_system_metrics(app: web.Application) -> None:
+    m = app[METRICS_KEY]
+    systems = app[SYSTEMS_KEY]
+    now = utcnow()
+    for system in app[CONFIG_KEY].systems:
+        state = await systems.current(system, now)
+        for name in ("up", "degraded", "down", "unknown"):
+            m.system_state.labels(system.id, name).set(1.0 if state.state == name else 0.0)
+        ytd = await systems.year_to_date(system, now)
+        if ytd.report.availability is not None:
+            m.system_availability.labels(system.id).set(ytd.report.availability)
+        m.system_budget_left.labels(system.id).set(ytd.budget_left_s)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,17 +13,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from collector.app import STORE_KEY, create_app
+from collector.app import STORE_KEY, create_app, refresh_system_metrics
 from collector.config import parse_collector_config
 from collector.store import Store, utcnow
 from probes.result import CheckResult, Status
-from tests.services import free_port
+from tests.services import free_port, needs
 
 
 class Api:
-    def __init__(self, url: str, store: Store) -> None:
+    def __init__(self, url: str, app: web.Application) -> None:
         self.url = url
-        self.store = store
+        self.app = app
+        self.store: Store = app[STORE_KEY]
 
     async def call(self, method: str, path: str, body: Any = None,
                    **params: str) -> tuple[int, Any]:
@@ -43,7 +47,7 @@ async def api(store_url: str) -> AsyncIterator[Api]:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield Api(f"http://127.0.0.1:{port}", app[STORE_KEY])
+        yield Api(f"http://127.0.0.1:{port}", app)
     finally:
         await runner.cleanup()
 
@@ -91,6 +95,18 @@ async def test_systems_and_availability(api: Api) -> None:
     assert (after["excluded_s"], after["downtime_s"], after["availability"]) == (360, 0, 1.0)
     _, listed = await api.call("GET", "/api/v1/maintenance", system="EMR")
     assert [w["reason"] for w in listed] == ["市电中断"]
+
+    await refresh_system_metrics(api.app)
+    async with aiohttp.ClientSession() as session, session.get(api.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'wardwatch_collector_system_state{state="up",system="EMR"} 1.0' in text
+    assert 'wardwatch_collector_system_state{state="unknown",system="APPT"} 1.0' in text
+    assert 'wardwatch_collector_system_availability_ratio{system="EMR"} 1.0' in text
+    needs(shutil.which("promtool") is not None, "promtool (Debian package prometheus)")
+    lint = await asyncio.to_thread(subprocess.run, ["promtool", "check", "metrics"],
+                                   input=text.encode(), capture_output=True, timeout=30,
+                                   check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 @pytest.mark.parametrize(("params", "status", "message"), [

@@ -146,3 +146,4 @@ async def test_health_ready_and_metrics(collector: Collector) -> None:
     assert "wardwatch_collector_results_received_total 1.0" in text
     assert 'wardwatch_collector_batches_rejected_total{reason="invalid"} 1.0' in text
     assert 'wardwatch_collector_agent_last_seen_timestamp_seconds{agent="emr-app-01"}' in text
+    assert "wardwatch_collector_results_expired_total 0.0" in text

@@ -260,6 +260,8 @@ class _PeerCertConnector(aiohttp.TCPConnector):
     """
 
     peer_cert: bytes | None = None
+    peer_cert_info: dict[str, Any] | None = None
+    """The decoded certificate; Python only decodes it when it was verified."""
     tls_version: str | None = None
 
     async def connect(self, req: aiohttp.ClientRequest, traces: list[Trace],
@@ -270,6 +272,7 @@ class _PeerCertConnector(aiohttp.TCPConnector):
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
             self.peer_cert = ssl_object.getpeercert(binary_form=True)
+            self.peer_cert_info = ssl_object.getpeercert() or None
             self.tls_version = ssl_object.version()
         return conn
 
@@ -299,7 +302,7 @@ async def probe(check: HttpCheck) -> ProbeResult:
                       details={"url": _shown(chain.url), "redirects": chain.redirects})
     cert = None
     if connector.peer_cert is not None:
-        cert = _certificate(connector.peer_cert, datetime.now(UTC))
+        cert = _certificate(connector.peer_cert, connector.peer_cert_info, datetime.now(UTC))
     return _evaluate(check, chain, response, elapsed, cert, connector.tls_version)
 
 
@@ -586,8 +589,15 @@ def _build_ssl_context(tls: HttpTls, _stamps: tuple[float | None, ...]) -> ssl.S
     return context
 
 
-def _certificate(der: bytes, now: datetime) -> _Certificate | None:
-    from cryptography import x509  # only agents with http checks pay for it
+def _certificate(der: bytes, info: dict[str, Any] | None, now: datetime
+                 ) -> _Certificate | None:
+    if info is not None and "notAfter" in info:
+        # verified: the ssl module decoded it already, no need to load cryptography (~8 MB)
+        not_after = datetime.fromtimestamp(ssl.cert_time_to_seconds(info["notAfter"]), UTC)
+        return _Certificate(subject=_rdns(info.get("subject", ())),
+                            issuer=_rdns(info.get("issuer", ())), not_after=not_after,
+                            left_s=(not_after - now).total_seconds())
+    from cryptography import x509  # unverified certificates only: load it when needed
 
     try:
         cert = x509.load_der_x509_certificate(der)
@@ -597,3 +607,25 @@ def _certificate(der: bytes, now: datetime) -> _Certificate | None:
     return _Certificate(subject=cert.subject.rfc4514_string(),
                         issuer=cert.issuer.rfc4514_string(), not_after=not_after,
                         left_s=(not_after - now).total_seconds())
+
+
+_RDN_NAMES = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+              "countryName": "C", "stateOrProvinceName": "ST", "localityName": "L",
+              "domainComponent": "DC", "emailAddress": "emailAddress"}
+
+
+def _rdns(name: Any) -> str:
+    """The ssl module's ((('commonName', 'x'),), ...) as an RFC 4514 string (last RDN first),
+    the same text cryptography's `rfc4514_string()` gives for the unverified path."""
+    parts = []
+    for rdn in reversed(name):
+        parts.append("+".join(f"{_RDN_NAMES.get(key, key)}={_escape(value)}"
+                              for key, value in rdn))
+    return ",".join(parts)
+
+
+def _escape(value: str) -> str:
+    out = "".join("\\" + ch if ch in ',+"\\<>;=' else ch for ch in value)
+    if out.startswith(("#", " ")):
+        out = "\\" + out
+    return out[:-1] + "\\ " if out.endswith(" ") else out

@@ -670,3 +670,26 @@ def test_tls_context_is_built_once_per_file_version(ca_file: Path) -> None:
     stat = ca_file.stat()
     os.utime(ca_file, (stat.st_atime, stat.st_mtime + 10))  # a rotated CA file
     assert _ssl_context(tls) is not first
+
+
+def test_verified_and_unverified_certificates_read_alike(nginx_tls: Nginx, ca: trustme.CA
+                                                         ) -> None:
+    """A verified certificate is read from the ssl module (no cryptography import, ~8 MB);
+    an unverified one through cryptography. Both must say the same."""
+    from probes.http import _certificate
+
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with socket.create_connection(("127.0.0.1", nginx_tls.port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+        info = tls.getpeercert()
+    assert der is not None and info
+    now = datetime.now(UTC)
+    verified = _certificate(der, info, now)
+    unverified = _certificate(der, None, now)
+    assert verified is not None and unverified is not None
+    assert verified.subject == unverified.subject
+    assert verified.issuer == unverified.issuer and "wardwatch test CA" in verified.issuer
+    # the ssl module's notAfter has whole seconds
+    assert abs((verified.not_after - unverified.not_after).total_seconds()) < 1

@@ -12,7 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from collector.availability import UnknownPolicy
-from collector.rules import RuleNode, build_rule, leaves
+from collector.rules import RuleNode, expand_rule, leaves
 from collector.schedule import Schedule
 from probes.config import (
     ConfigError,
@@ -45,7 +45,7 @@ class SystemConfig(StrictModel):
     @classmethod
     def _expand_rule(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {**data, "rule": build_rule(data.get("rule", "all"), data.get("members", ()))}
+            return {**data, "rule": expand_rule(data.get("rule", "all"), data.get("members", ()))}
         return data
 
     @property

@@ -22,7 +22,15 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    model_validator,
+)
 
 State = Literal["up", "degraded", "down", "unknown"]
 
@@ -57,31 +65,54 @@ class AtLeast(_Node):
 Member = Annotated[str, Field(pattern=r"^[^/\s]+/[^/\s]+$")]
 """`AGENT_ID/CHECK_ID`, shell-style globs allowed (`emr-app-*/emr-web`)."""
 
-RuleNode = Union[Member, AllOf, AnyOf, AtLeast]  # noqa: UP007 (recursive alias)
+
+
+def _node_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "member"
+    if isinstance(value, _Node):
+        return type(value).__name__
+    if isinstance(value, Mapping):
+        for key, kind in (("all", "AllOf"), ("any", "AnyOf"), ("at_least", "AtLeast")):
+            if key in value:
+                return kind
+    return None
+
+
+RuleNode = Annotated[
+    Union[  # noqa: UP007 (recursive alias)
+        Annotated[Member, Tag("member")],
+        Annotated[AllOf, Tag("AllOf")],
+        Annotated[AnyOf, Tag("AnyOf")],
+        Annotated[AtLeast, Tag("AtLeast")],
+    ],
+    Discriminator(_node_kind, custom_error_type="rule_node",
+                  custom_error_message="must be AGENT/CHECK or a mapping with all, any or "
+                                       "at_least"),
+]
 
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
 AtLeast.model_rebuild()
 
 
-def build_rule(rule: Any, members: Sequence[str]) -> RuleNode:
-    """The rule as written in config: `all`, `any`, `{at_least: N}` over `members`, or a tree."""
+def expand_rule(rule: Any, members: Sequence[Any]) -> Any:
+    """The rule as written in config, in tree form for validation: `all`, `any` and
+    `{at_least: N}` apply to `members`; a tree (`{all: [...]}` …) is taken as it is."""
     if rule in ("all", "any"):
         if not members:
             raise ValueError(f"rule {rule!r} needs members")
-        return AllOf(all=tuple(members)) if rule == "all" else AnyOf(any=tuple(members))
+        return {rule: list(members)}
     if isinstance(rule, Mapping) and set(rule) == {"at_least"}:
-        return AtLeast(at_least=rule["at_least"], of=tuple(members))
+        return {"at_least": rule["at_least"], "of": list(members)}
     if isinstance(rule, Mapping):
-        node = _parse_node(rule)
-        return node
+        return rule
     raise ValueError("rule must be all, any, {at_least: N} or a tree of all/any/at_least")
 
 
-def _parse_node(value: Any) -> RuleNode:
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(RuleNode).validate_python(value)
+def build_rule(rule: Any, members: Sequence[str]) -> RuleNode:
+    """`expand_rule`, validated."""
+    return TypeAdapter(RuleNode).validate_python(expand_rule(rule, members))
 
 
 def leaves(node: RuleNode) -> list[str]:

@@ -30,27 +30,30 @@ DEFAULT_CONFIG = "/etc/wardwatch/collector.yaml"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wardwatch-collector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    # --config is accepted after the last word: `agents add ID --config FILE`
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"collector config file (default {DEFAULT_CONFIG})")
 
-    run = sub.add_parser("run", help="serve the API, web UI and /metrics")
-    run.add_argument("--config", default=DEFAULT_CONFIG)
+    sub.add_parser("run", parents=[common], help="serve the API, web UI and /metrics")
 
     demo = sub.add_parser("demo", help="collector on SQLite in ./wardwatch-data + a local agent")
     demo.add_argument("--data-dir", default="wardwatch-data")
     demo.add_argument("--port", type=int, default=9800)
 
     agents = sub.add_parser("agents", help="enrol, revoke and list agents")
-    agents.add_argument("--config", default=DEFAULT_CONFIG)
     agents_sub = agents.add_subparsers(dest="action", required=True)
-    add = agents_sub.add_parser("add", help="enrol an agent; prints its token once")
+    add = agents_sub.add_parser("add", parents=[common],
+                                help="enrol an agent; prints its token once")
     add.add_argument("id")
-    revoke = agents_sub.add_parser("revoke", help="revoke an agent's token")
+    revoke = agents_sub.add_parser("revoke", parents=[common], help="revoke an agent's token")
     revoke.add_argument("id")
-    agents_sub.add_parser("list", help="list enrolled agents")
+    agents_sub.add_parser("list", parents=[common], help="list enrolled agents")
 
     maint = sub.add_parser("maintenance", help="planned maintenance and force majeure windows")
-    maint.add_argument("--config", default=DEFAULT_CONFIG)
     maint_sub = maint.add_subparsers(dest="action", required=True)
-    madd = maint_sub.add_parser("add", help="record a window (before or after the fact)")
+    madd = maint_sub.add_parser("add", parents=[common],
+                                help="record a window (before or after the fact)")
     madd.add_argument("--system", required=True)
     madd.add_argument("--start", required=True, type=_timestamp)
     madd.add_argument("--end", required=True, type=_timestamp)
@@ -58,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     madd.add_argument("--reason", required=True)
     madd.add_argument("--approved-by", required=True)
     madd.add_argument("--by", default="cli", help="who records it (kept in the audit trail)")
-    mcancel = maint_sub.add_parser("cancel", help="cancel a window (kept in the audit trail)")
+    mcancel = maint_sub.add_parser("cancel", parents=[common],
+                                   help="cancel a window (kept in the audit trail)")
     mcancel.add_argument("id", type=int)
     mcancel.add_argument("--by", default="cli")
-    mlist = maint_sub.add_parser("list", help="list windows")
+    mlist = maint_sub.add_parser("list", parents=[common], help="list windows")
     mlist.add_argument("--system")
 
     args = parser.parse_args(argv)

@@ -89,7 +89,8 @@ class CollectorMetrics:
             "Downtime the target still allows this year (negative: overspent).", ["system"],
             registry=self.registry)
         self.results_expired = Counter("wardwatch_collector_results_expired",
-                                       "Raw results deleted after the retention period.",
+                                       "Raw results rolled up hourly and deleted after the "
+                                       "retention period.",
                                        registry=self.registry)
 
 
@@ -152,7 +153,7 @@ async def _housekeeping_loop(app: web.Application) -> None:
             if time.monotonic() - last_retention >= RETENTION_EVERY_S:
                 cutoff = utcnow() - timedelta(seconds=app[CONFIG_KEY].retention)
                 app[METRICS_KEY].results_expired.inc(
-                    await app[STORE_KEY].delete_results_before(cutoff))
+                    await app[STORE_KEY].expire_results(cutoff))
                 last_retention = time.monotonic()
         except Exception:  # keep the service up; the next round tries again
             log.exception("housekeeping failed")

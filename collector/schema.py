@@ -94,6 +94,23 @@ results = Table(
     Index(None, "started_at"),
 )
 
+results_hourly = Table(
+    "results_hourly", metadata,
+    Column("agent_id", String(128), primary_key=True),
+    Column("check_id", String(128), primary_key=True),
+    Column("hour", UtcDateTime, primary_key=True),
+    Column("system", String(128), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("results", Integer, nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("warning", Integer, nullable=False),
+    Column("critical", Integer, nullable=False),
+    Column("unknown", Integer, nullable=False),
+    Column("duration_avg_s", Float, nullable=False),
+    Column("duration_max_s", Float, nullable=False),
+)
+"""Raw results rolled up per check and hour before the retention deletes them."""
+
 check_intervals = Table(
     "check_intervals", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

@@ -30,7 +30,14 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from collector.schema import agents, check_intervals, maintenance, maintenance_audit, results
+from collector.schema import (
+    agents,
+    check_intervals,
+    maintenance,
+    maintenance_audit,
+    results,
+    results_hourly,
+)
 from probes.result import CheckResult
 
 log = logging.getLogger("wardwatch.collector.store")
@@ -327,11 +334,53 @@ class Store:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(results)))
                        .scalar_one())
 
-    async def delete_results_before(self, cutoff: datetime) -> int:
-        """Retention: drop raw results older than `cutoff` (intervals are kept)."""
+    async def expire_results(self, cutoff: datetime) -> int:
+        """Retention: roll raw results older than `cutoff` (floored to the hour) up into
+        `results_hourly`, then delete them, in one transaction. State intervals are kept."""
+        cutoff = cutoff.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        hour = (sa.func.date_trunc("hour", results.c.started_at)
+                if self.dialect == "postgresql"
+                else sa.func.strftime("%Y-%m-%d %H:00:00", results.c.started_at))
+        counts = [sa.func.sum(sa.case((results.c.status == s, 1), else_=0)).label(s)
+                  for s in ("ok", "warning", "critical", "unknown")]
+        query = (sa.select(results.c.agent_id, results.c.check_id, hour.label("hour"),
+                           sa.func.max(results.c.system).label("system"),
+                           sa.func.max(results.c.kind).label("kind"),
+                           sa.func.count().label("results"), *counts,
+                           sa.func.avg(results.c.duration_s).label("duration_avg_s"),
+                           sa.func.max(results.c.duration_s).label("duration_max_s"))
+                 .where(results.c.started_at < cutoff)
+                 .group_by(results.c.agent_id, results.c.check_id, hour))
         async with self._write_lock, self.engine.begin() as conn:
+            rows = [dict(r) for r in (await conn.execute(query)).mappings()]
+            for row in rows:
+                row["hour"] = _aware(datetime.fromisoformat(row["hour"])
+                                     if isinstance(row["hour"], str) else row["hour"])
+                await self._add_rollup(conn, row)
             done = await conn.execute(results.delete().where(results.c.started_at < cutoff))
         return int(done.rowcount or 0)
+
+    async def _add_rollup(self, conn: AsyncConnection, row: dict[str, Any]) -> None:
+        """Insert an hour, or merge into one rolled up before (results that arrived late)."""
+        key = (results_hourly.c.agent_id == row["agent_id"],
+               results_hourly.c.check_id == row["check_id"], results_hourly.c.hour == row["hour"])
+        old = (await conn.execute(sa.select(results_hourly).where(*key))).mappings().first()
+        if old is None:
+            await conn.execute(results_hourly.insert().values(**row))
+            return
+        total = old["results"] + row["results"]
+        merged = {s: old[s] + row[s] for s in ("results", "ok", "warning", "critical", "unknown")}
+        merged["duration_avg_s"] = (old["duration_avg_s"] * old["results"]
+                                    + row["duration_avg_s"] * row["results"]) / total
+        merged["duration_max_s"] = max(old["duration_max_s"], row["duration_max_s"])
+        await conn.execute(results_hourly.update().where(*key).values(**merged))
+
+    async def rollups(self, agent_id: str, check_id: str) -> list[dict[str, Any]]:
+        query = (sa.select(results_hourly).where(results_hourly.c.agent_id == agent_id,
+                                                 results_hourly.c.check_id == check_id)
+                 .order_by(results_hourly.c.hour))
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     # -- maintenance ----------------------------------------------------------------------
 

@@ -128,3 +128,26 @@ async def test_reopening_store_keeps_everything(store_url: str) -> None:
 
 def test_result_ids_are_uuids() -> None:
     assert isinstance(res("x", "ok", T0).id, uuid.UUID)
+
+
+async def test_retention_rolls_up_hours_then_deletes(store: Store) -> None:
+    await store.add_agent("a", T0)
+    # two hours of 30 s results: hour 0 all ok, hour 1 with 4 critical; then 10 min of hour 2
+    timeline = [res("db", "critical" if 3600 + 600 <= t < 3600 + 720 else "ok", at(t), agent="a")
+                for t in range(0, 2 * 3600 + 600, 30)]
+    await store.ingest("a", timeline, at(8000))
+    intervals_before = await store.intervals(T0, at(10_000))
+    # cutoff inside hour 2: hours 0 and 1 are rolled up, hour 2 stays raw
+    deleted = await store.expire_results(at(2 * 3600 + 300))
+    assert deleted == 240
+    assert await store.count_results() == 20
+    hours = await store.rollups("a", "db")
+    assert [(h["hour"], h["results"], h["ok"], h["critical"]) for h in hours] == [
+        (at(0), 120, 120, 0), (at(3600), 120, 116, 4)]
+    assert hours[0]["duration_avg_s"] == pytest.approx(0.01)
+    assert await store.intervals(T0, at(10_000)) == intervals_before  # evidence stays
+    # a late result for an hour already rolled up is merged, not lost
+    await store.ingest("a", [res("db", "warning", at(100), agent="a")], at(9000))
+    await store.expire_results(at(2 * 3600 + 300))
+    first = (await store.rollups("a", "db"))[0]
+    assert (first["results"], first["warning"]) == (121, 1)

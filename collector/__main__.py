@@ -68,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     mlist = maint_sub.add_parser("list", parents=[common], help="list windows")
     mlist.add_argument("--system")
 
+    report = sub.add_parser("report", parents=[common], help="write a report")
+    report.add_argument("kind", choices=("availability",))
+    report.add_argument("--from", dest="start", help="first day (local) or ISO time; "
+                        "default: start of this year")
+    report.add_argument("--to", dest="end", help="last day (included) or ISO time; default: now")
+    report.add_argument("--system", action="append", help="only this system (repeatable)")
+    report.add_argument("--format", choices=("json", "csv"), default="json")
+    report.add_argument("-o", "--output", default="-", help="file to write; - for stdout")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "run":
         return asyncio.run(serve(config))
+    if args.command == "report":
+        from collector.reports import write_availability_report
+
+        try:
+            return write_availability_report(
+                config, start=args.start, end=args.end, systems=args.system,
+                fmt=args.format, output=args.output)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(_admin(args, config))
     except StoreError as exc:

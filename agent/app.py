@@ -6,6 +6,7 @@ owns every resource under a typed AppKey and releases it on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import generate_latest
@@ -24,6 +26,10 @@ from agent.scheduler import Scheduler
 from agent.state import AgentState
 from probes.config import ConfigError
 from probes.result import CheckResult
+
+if TYPE_CHECKING:
+    from agent.push import Pusher, PushSnapshot
+    from agent.spool import Spool
 
 log = logging.getLogger("wardwatch.agent")
 
@@ -42,9 +48,12 @@ class Agent:
         self.config = config
         self.state = AgentState(agent_id=config.agent.id)
         self.state.set_checks(config.checks)
-        self.registry: CollectorRegistry = create_registry(self.state, agent_version())
+        self.registry: CollectorRegistry = create_registry(self.state, agent_version(),
+                                                           push=self._push_snapshot)
         self._scheduler: Scheduler | None = None
         self._result_listeners: list[Callable[[CheckResult], None]] = []
+        self.pusher: Pusher | None = None
+        self._spool: Spool | None = None
 
     def add_result_listener(self, listener: Callable[[CheckResult], None]) -> None:
         self._result_listeners.append(listener)
@@ -54,7 +63,23 @@ class Agent:
         for listener in self._result_listeners:
             listener(result)
 
+    def _push_snapshot(self) -> PushSnapshot | None:
+        return self.pusher.snapshot() if self.pusher is not None else None
+
     async def start(self) -> None:
+        collector = self.config.collector
+        if collector is not None:
+            # imported here: an agent without a collector does not load the push machinery
+            from agent.push import Pusher
+            from agent.spool import Spool
+
+            # before the scheduler, so no result is produced without a listener to spool it
+            self._spool = await asyncio.to_thread(
+                Spool, self.config.agent.state_dir / "spool", collector.spool_max_bytes)
+            self.pusher = Pusher(collector, self.config.agent.id, self._spool,
+                                 request_timeout=collector.timeout)
+            self.add_result_listener(self.pusher.add)
+            await self.pusher.start()
         self._scheduler = Scheduler(self.config.agent.id, self._record)
         counts = self._scheduler.apply(self.config.checks)
         log.info("agent %s started with %d checks", self.config.agent.id, counts["started"])
@@ -63,6 +88,14 @@ class Agent:
         if self._scheduler is not None:
             await self._scheduler.stop()
             self._scheduler = None
+        # after the scheduler: the last results are queued, then spooled, then flushed
+        if self.pusher is not None:
+            await self.pusher.stop()
+            self._result_listeners.remove(self.pusher.add)
+            self.pusher = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     def reload(self) -> bool:
         """Re-read the config file; on error keep the running config and say why."""

@@ -81,6 +81,8 @@ class CollectorSection(StrictModel):
     push_interval: Duration = 5.0
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
     ca_file: Path | None = None
+    timeout: Duration = 30.0
+    """How long one push request may take before it counts as failed and is retried."""
 
     @model_validator(mode="after")
     def _one_token(self) -> CollectorSection:
@@ -88,6 +90,8 @@ class CollectorSection(StrictModel):
             raise ValueError("give token_file or token, not both")
         if self.token_file is not None and not self.token_file.is_file():
             raise ValueError(f"token_file {self.token_file} is not a readable file")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {self.ca_file} is not a readable file")
         return self
 
 

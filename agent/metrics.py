@@ -10,7 +10,8 @@ A probe's own metric `NAME` is exposed as `wardwatch_NAME` with the check's labe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,25 +21,73 @@ from agent.state import AgentState
 from probes.registry import get_kind
 from probes.result import CheckResult, Status
 
+if TYPE_CHECKING:
+    from agent.push import PushSnapshot
+
 PREFIX = "wardwatch_"
 
+PushSource = Callable[[], "PushSnapshot | None"]
+"""The push counters now, or None when the agent has no collector configured."""
 
-def create_registry(state: AgentState, version: str) -> CollectorRegistry:
+
+def _no_push() -> PushSnapshot | None:
+    return None
+
+
+def create_registry(state: AgentState, version: str,
+                    push: PushSource = _no_push) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(state, version))
+    registry.register(AgentCollector(state, version, push))
     return registry
 
 
 class AgentCollector(Collector):
-    def __init__(self, state: AgentState, version: str) -> None:
+    def __init__(self, state: AgentState, version: str, push: PushSource = _no_push) -> None:
         self._state = state
         self._version = version
+        self._push = push
         self._process = psutil.Process()
 
     def collect(self) -> Iterator[Metric]:
         yield from self._check_families()
         yield from self._probe_families()
+        yield from self._push_families()
         yield from self._self_families()
+
+    def _push_families(self) -> Iterator[Metric]:
+        snap = self._push()
+        if snap is None:
+            return
+        yield CounterMetricFamily(PREFIX + "agent_push_results",
+                                  "Results the collector acknowledged with a 2xx.",
+                                  value=snap.results_pushed_total)
+        failures = CounterMetricFamily(
+            PREFIX + "agent_push_failures",
+            "Push requests that did not deliver, by reason (connection, timeout, tls, "
+            "server_error, throttled, unauthorized, too_large, invalid, rejected, spool).",
+            labels=("reason",))
+        for reason, count in sorted(snap.failures_total.items()):
+            failures.add_metric([reason], count)
+        yield failures
+        yield GaugeMetricFamily(
+            PREFIX + "agent_push_last_success_timestamp_seconds",
+            "Unix time of the last push the collector acknowledged (heartbeats included); "
+            "0 before the first.", value=snap.last_success_at or 0.0)
+        yield GaugeMetricFamily(PREFIX + "agent_spool_pending_results",
+                                "Results on disk not yet acknowledged by the collector.",
+                                value=snap.spool_pending_results)
+        yield GaugeMetricFamily(PREFIX + "agent_spool_pending_bytes",
+                                "Bytes of spooled results not yet acknowledged.",
+                                value=snap.spool_pending_bytes)
+        dropped = CounterMetricFamily(
+            PREFIX + "agent_spool_dropped_results",
+            "Results that will never be delivered, by reason: overflow (spool full, oldest "
+            "dropped), corrupt (torn or damaged on disk), invalid and too_large (refused by "
+            "the collector on their own), unwritable (the disk refused them).",
+            labels=("reason",))
+        for reason, count in sorted(snap.dropped_total.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
 
     def _check_families(self) -> Iterator[Metric]:
         state = self._state

@@ -175,11 +175,12 @@ async def serve(config: CollectorConfig, ready: asyncio.Event | None = None,
         await runner.cleanup()
         return 1
     log.info("collector serving on %s://%s", "https" if ssl_context else "http", config.listen)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    if stop is None:  # standalone: signals stop it; embedded (demo): the caller does
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     await stop.wait()

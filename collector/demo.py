@@ -111,8 +111,7 @@ async def _run(collector_yaml: Path, agent_yaml: Path) -> int:
 
     collector_config = load_collector_config(collector_yaml)
     agent_config = load_agent_config(agent_yaml)
-    stop = asyncio.Event()
-    ready = asyncio.Event()
+    stop, ready, shutdown = asyncio.Event(), asyncio.Event(), asyncio.Event()
     collector_task = asyncio.create_task(serve(collector_config, ready=ready, stop=stop))
     await ready.wait()
     agent_runner = web.AppRunner(create_agent_app(agent_config), handle_signals=False,
@@ -130,7 +129,7 @@ async def _run(collector_yaml: Path, agent_yaml: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, shutdown.set)
     base = f"http://{collector_config.listen}"
     print(f"""
 wardwatch demo is running (Ctrl-C stops it); data in {collector_yaml.parent}
@@ -139,6 +138,8 @@ wardwatch demo is running (Ctrl-C stops it); data in {collector_yaml.parent}
   collector     {base}/metrics   {base}/healthz
   agent         http://{agent_config.agent.listen}/metrics
 """, flush=True)
-    await stop.wait()
+    await shutdown.wait()
+    # the agent first: its last results are spooled and pushed while the collector still serves
     await agent_runner.cleanup()
+    stop.set()
     return await collector_task

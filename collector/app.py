@@ -132,12 +132,12 @@ def _open_store(url: str, config: CollectorConfig
     return ctx
 
 
-SYSTEM_METRICS_EVERY_S = 30.0
+SYSTEM_METRICS_EVERY_S = 60.0
 RETENTION_EVERY_S = 3600.0
 
 
 async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """Background work the app owns: system gauges every 30 s, retention every hour."""
+    """Background work the app owns: system gauges every minute, retention every hour."""
     task = asyncio.create_task(_housekeeping_loop(app), name="collector-housekeeping")
     yield
     task.cancel()

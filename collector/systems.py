@@ -51,8 +51,9 @@ def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
         events.append((max(iv.start, start), 1, key, iv))
         events.append((min(iv.end, end), 0, key, None))
     events.sort(key=lambda e: (e[0], e[1]))
-    everyone = {*members, *((iv.agent_id, iv.check_id) for iv in intervals)}
-    silent: dict[CheckKey, State] = dict.fromkeys(everyone, "unknown")
+    keys = sorted({*members, *((iv.agent_id, iv.check_id) for iv in intervals)})
+    # the rule is evaluated once per combination of member states, not once per boundary
+    memo: dict[tuple[State, ...], State] = {}
     current: dict[CheckKey, CheckInterval] = {}
     out: list[StateInterval] = []
     cursor = start
@@ -66,12 +67,15 @@ def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
                 del current[key]
             index += 1
         following = events[index][0] if index < len(events) else end
-        states = {**silent, **{k: STATUS_STATE[iv.status] for k, iv in current.items()}}
-        state = evaluate(system.rule, states)
-        cause = "" if state == "up" else _cause(current, state)
+        combo = tuple(STATUS_STATE[current[k].status] if k in current else "unknown"
+                      for k in keys)
+        state = memo.get(combo)
+        if state is None:
+            state = memo[combo] = evaluate(system.rule, dict(zip(keys, combo, strict=True)))
         if out and out[-1].state == state and out[-1].end == cursor:
             out[-1] = StateInterval(out[-1].start, following, state, out[-1].cause)
         else:
+            cause = "" if state == "up" else _cause(current, state)
             out.append(StateInterval(cursor, following, state, cause))
         cursor = following
     return out
@@ -112,8 +116,7 @@ class Systems:
         self.calendar = calendar
 
     async def _members(self, system: SystemConfig) -> list[CheckKey]:
-        known = [(a, c) for a, c, _system, _kind in await self.store.known_checks()]
-        return member_checks(system, known)
+        return member_checks(system, await self.store.known_checks())
 
     async def timeline(self, system: SystemConfig, start: datetime, end: datetime,
                        now: datetime | None = None) -> list[StateInterval]:

@@ -455,7 +455,10 @@ def result_dict(agent_id: str, c: CheckSpec, status: str, ts: float,
     reason, summary = SUMMARIES[(c.kind, status)]
     duration = metrics[0]["value"] if c.kind in ("http", "tcp") else rng.uniform(0.001, 0.02)
     return {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        # as agents make them (probes.result.time_ordered_uuid): UUIDv7 of the run's time
+        "id": str(uuid.UUID(int=(int(ts * 1000) & ((1 << 48) - 1)) << 80
+                            | (0x7 << 76) | (rng.getrandbits(12) << 64)
+                            | (0x2 << 62) | rng.getrandbits(62))),
         "agent_id": agent_id, "check_id": c.check_id, "kind": c.kind, "target": c.target,
         "system": c.system, "status": status, "reason": reason,
         "started_at": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),

@@ -23,23 +23,11 @@ from probes.config import (
     Duration,
     SecretRef,
     StrictModel,
+    TlsSection,
     split_listen,
     validation_messages,
 )
 from probes.registry import UnknownKindError, get_kind
-
-
-class TlsSection(StrictModel):
-    cert_file: Path
-    key_file: Path
-
-    @model_validator(mode="after")
-    def _readable(self) -> TlsSection:
-        for name in ("cert_file", "key_file"):
-            path: Path = getattr(self, name)
-            if not path.is_file():
-                raise ValueError(f"{name} {path} is not a readable file")
-        return self
 
 
 class BasicAuthSection(StrictModel):

@@ -19,14 +19,10 @@ from probes.config import (
     Duration,
     SecretRef,
     StrictModel,
+    TlsSection,
     split_listen,
     validation_messages,
 )
-
-
-class TlsSection(StrictModel):
-    cert_file: Path
-    key_file: Path
 
 
 class SystemConfig(StrictModel):

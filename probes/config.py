@@ -182,6 +182,21 @@ class SecretRef(StrictModel):
         return self.value.get_secret_value()
 
 
+class TlsSection(StrictModel):
+    """A server certificate and key (agent /metrics, collector API), checked at load."""
+
+    cert_file: Path
+    key_file: Path
+
+    @model_validator(mode="after")
+    def _readable(self) -> TlsSection:
+        for name in ("cert_file", "key_file"):
+            path: Path = getattr(self, name)
+            if not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        return self
+
+
 class CheckConfig(StrictModel):
     """Fields every check has. A kind subclasses it and sets `kind: Literal["..."]`."""
 

@@ -79,7 +79,15 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import yaml  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench.harness import (  # noqa: E402
+    Processes,
+    Started,
+    cpu_seconds,
+    free_port,
+    memory_kb,
+    tail,
+)
+
 VENV_BIN = Path(sys.executable).parent
 COLLECTOR_CMD = ([str(VENV_BIN / "wardwatch-collector")]
                  if (VENV_BIN / "wardwatch-collector").exists()
@@ -121,75 +129,6 @@ P_SILENCE_HOST = 1 / HOST_DAY_ROUNDS             # ~1 agent silence per day
 
 # ---------------------------------------------------------------- processes and /proc
 
-@dataclass
-class Started:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-class Processes:
-    """Every process the bench starts, each in its own session so its group can be killed."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.started: list[Started] = []
-
-    def start(self, name: str, argv: list[str], **kwargs: Any) -> Started:
-        log = self.logdir / f"{name}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=_die_with_parent, **kwargs)
-        started = Started(name, proc, log)
-        self.started.append(started)
-        return started
-
-    def stop(self, started: Started, sig: int = signal.SIGTERM) -> None:
-        proc = started.proc
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if started in self.started:
-            self.started.remove(started)
-
-    def stop_all(self) -> None:
-        for started in reversed(list(self.started)):
-            try:
-                self.stop(started)
-            except Exception as exc:  # keep stopping the others
-                print(f"warning: could not stop {started.name}: {exc}", file=sys.stderr)
-
-
-def _die_with_parent() -> None:
-    # Should the bench itself be SIGKILLed, the kernel still takes its children down.
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http_get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -213,22 +152,6 @@ def wait_ready(port: int, started: Started, timeout: float = 60.0) -> float:
         time.sleep(0.1)
     raise RuntimeError(f"{started.name} not ready on {port} after {timeout}s:\n"
                        + tail(started.log))
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime (all threads) + cutime + cstime of `pid`, in seconds."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text.rpartition(")")[2].split()
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "Threads"):
-            out[key] = int(value.split()[0])
-    return out
 
 
 def pct(values: list[float], q: float) -> float:

@@ -24,15 +24,12 @@ content never appear in the result: a body can carry patient data.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import socket
 import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -40,8 +37,9 @@ from aiohttp.connector import Connection
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from probes.config import CheckConfig, Regex, SecretRef, StrictModel, Threshold
+from probes.config import CheckConfig, Regex, SecretRef, Threshold
 from probes.result import Metric, ProbeResult, Status, result
+from probes.web import HttpTls, failure, http_url, shown, ssl_context, ssl_text
 
 if TYPE_CHECKING:
     from aiohttp.tracing import Trace
@@ -66,52 +64,6 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _SECRET_ONLY_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _JSON_PATH = re.compile(r"^[^.]+(\.[^.]+)*$")
 _USER_AGENT = "wardwatch-http-probe"
-
-
-def _http_url(value: str, field: str) -> str:
-    try:
-        url = URL(value)
-    except ValueError as exc:
-        raise ValueError(f"{field} {value!r} is not a valid URL: {exc}") from None
-    if url.scheme not in {"http", "https"} or not url.host:
-        raise ValueError(f"{field} {value!r} must be an absolute http:// or https:// URL")
-    if url.user is not None or url.password is not None:
-        raise ValueError(f"{field} must not carry credentials; use secret_headers "
-                         "(e.g. Authorization) instead")
-    return value
-
-
-def _readable(path: Path | None, name: str) -> None:
-    if path is not None and not path.is_file():
-        raise ValueError(f"{name} {path} is not a readable file")
-
-
-class HttpTls(StrictModel):
-    """TLS options. `ca_file` replaces the system CAs (only that CA is trusted)."""
-
-    verify: bool = True
-    ca_file: Path | None = None
-    client_cert_file: Path | None = None
-    """PEM certificate (chain); may also hold the key when `client_key_file` is not given."""
-    client_key_file: Path | None = None
-    client_key_password: SecretRef | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> HttpTls:
-        if self.ca_file is not None and not self.verify:
-            raise ValueError("ca_file has no effect with verify: false")
-        if self.client_cert_file is None and (self.client_key_file is not None
-                                              or self.client_key_password is not None):
-            raise ValueError("client_key_file / client_key_password need client_cert_file")
-        _readable(self.ca_file, "ca_file")
-        _readable(self.client_cert_file, "client_cert_file")
-        _readable(self.client_key_file, "client_key_file")
-        if self.ca_file is not None or self.client_cert_file is not None:
-            try:  # fail at load on a bad PEM, wrong key or wrong passphrase, not at 3 a.m.
-                _ssl_context(self)
-            except (OSError, ssl.SSLError) as exc:
-                raise ValueError(f"cannot load TLS files: {_ssl_text(exc)}") from None
-        return self
 
 
 class HttpCheck(CheckConfig):
@@ -144,12 +96,12 @@ class HttpCheck(CheckConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _http_url(value, "url")
+        return http_url(value, "url")
 
     @field_validator("proxy")
     @classmethod
     def _proxy(cls, value: str | None) -> str | None:
-        return None if value is None else _http_url(value, "proxy")
+        return None if value is None else http_url(value, "proxy")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -279,10 +231,10 @@ class _PeerCertConnector(aiohttp.TCPConnector):
 
 async def probe(check: HttpCheck) -> ProbeResult:
     try:
-        context = _ssl_context(check.tls)
+        context = ssl_context(check.tls)
     except (OSError, ssl.SSLError) as exc:
         return result(Status.UNKNOWN, "probe_error",
-                      f"{check.method} {check.url}: cannot load TLS files: {_ssl_text(exc)}")
+                      f"{check.method} {check.url}: cannot load TLS files: {ssl_text(exc)}")
     chain = _Chain(url=URL(check.url), method=check.method)
     # One connection per request and no keep-alive: each run measures a full connect.
     connector = _PeerCertConnector(ssl=context, force_close=True, limit=1)
@@ -291,15 +243,15 @@ async def probe(check: HttpCheck) -> ProbeResult:
     except _TooManyRedirects:
         return result(Status.CRITICAL, "too_many_redirects",
                       f"{check.method} {check.url}: more than {check.max_redirects} redirects "
-                      f"(last to {_shown(chain.url)})",
-                      details={"url": _shown(chain.url), "redirects": chain.redirects})
+                      f"(last to {shown(chain.url)})",
+                      details={"url": shown(chain.url), "redirects": chain.redirects})
     except _BadRedirect as exc:
         return result(Status.CRITICAL, "invalid_response", f"{check.method} {check.url}: {exc}",
-                      details={"url": _shown(chain.url), "redirects": chain.redirects})
+                      details={"url": shown(chain.url), "redirects": chain.redirects})
     except (aiohttp.ClientError, OSError) as exc:
-        reason, why = _failure(exc, over_tls=chain.url.scheme == "https")
-        return result(Status.CRITICAL, reason, f"{chain.method} {_shown(chain.url)}: {why}",
-                      details={"url": _shown(chain.url), "redirects": chain.redirects})
+        reason, why = failure(exc, over_tls=chain.url.scheme == "https")
+        return result(Status.CRITICAL, reason, f"{chain.method} {shown(chain.url)}: {why}",
+                      details={"url": shown(chain.url), "redirects": chain.redirects})
     cert = None
     if connector.peer_cert is not None:
         cert = _certificate(connector.peer_cert, connector.peer_cert_info, datetime.now(UTC))
@@ -340,7 +292,7 @@ def _follow(chain: _Chain, status: int, location: str, max_redirects: int) -> No
     except ValueError:
         raise _BadRedirect(f"{status} redirect to an invalid Location") from None
     if target.scheme not in {"http", "https"} or not target.host:
-        raise _BadRedirect(f"{status} redirect to unsupported {_shown(target)}")
+        raise _BadRedirect(f"{status} redirect to unsupported {shown(target)}")
     if chain.redirects >= max_redirects:
         raise _TooManyRedirects
     chain.redirects += 1
@@ -378,7 +330,7 @@ def _evaluate(check: HttpCheck, chain: _Chain, response: _Response, elapsed: flo
     size = len(response.body) if whole else response.content_length
     if size is not None:
         metrics.append(Metric(name="http_content_length_bytes", value=size))
-    details: dict[str, Any] = {"status_code": response.status, "final_url": _shown(chain.url),
+    details: dict[str, Any] = {"status_code": response.status, "final_url": shown(chain.url),
                                "redirects": chain.redirects}
     if response.truncated:
         details["body_truncated"] = True
@@ -392,12 +344,12 @@ def _evaluate(check: HttpCheck, chain: _Chain, response: _Response, elapsed: flo
     line = f"{check.method} {check.url} → {response.status} in {elapsed * 1000:.1f} ms"
     if chain.redirects:
         plural = "s" if chain.redirects > 1 else ""
-        line += f" ({chain.redirects} redirect{plural}, ended at {_shown(chain.url)})"
+        line += f" ({chain.redirects} redirect{plural}, ended at {shown(chain.url)})"
 
     def verdict(status: Status, reason: str, summary: str) -> ProbeResult:
         return result(status, reason, summary, metrics=tuple(metrics), details=details)
 
-    failure = _content_failure(check, response)
+    failure = _contentfailure(check, response)
     if failure is not None:
         return verdict(Status.CRITICAL, failure[0], f"{line}, but {failure[1]}")
     if cert is not None and cert.left_s <= 0:  # reached with verify off
@@ -418,7 +370,7 @@ def _evaluate(check: HttpCheck, chain: _Chain, response: _Response, elapsed: flo
     return verdict(Status.OK, "ok", line)
 
 
-def _content_failure(check: HttpCheck, response: _Response) -> tuple[str, str] | None:
+def _contentfailure(check: HttpCheck, response: _Response) -> tuple[str, str] | None:
     """(reason, why) when status, body or JSON expectations fail; None when they hold."""
     if check.expect_status is None:
         if not 200 <= response.status <= 299:
@@ -434,11 +386,11 @@ def _content_failure(check: HttpCheck, response: _Response) -> tuple[str, str] |
         if check.body_not_regex is not None and re.search(check.body_not_regex, text):
             return "body_mismatch", f"the body matches {check.body_not_regex!r}"
     if check.json_path is not None:
-        return _json_failure(check, response.body, cut)
+        return _jsonfailure(check, response.body, cut)
     return None
 
 
-def _json_failure(check: HttpCheck, body: bytes, cut: str) -> tuple[str, str] | None:
+def _jsonfailure(check: HttpCheck, body: bytes, cut: str) -> tuple[str, str] | None:
     assert check.json_path is not None
     try:
         document = json.loads(body)
@@ -484,109 +436,6 @@ def _text(response: _Response) -> str:
         return response.body.decode(response.charset or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         return response.body.decode("utf-8", errors="replace")
-
-
-def _failure(exc: BaseException, over_tls: bool) -> tuple[str, str]:
-    """(reason, why) for an exception raised while talking to the server."""
-    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error,
-                                                                    socket.gaierror):
-        return "dns_failed", f"cannot resolve {exc.host}: {_os_text(exc.os_error)}"
-    tls = _ssl_cause(exc)
-    if tls is not None:
-        if isinstance(tls, ssl.SSLCertVerificationError) and tls.verify_code == 10:
-            return "tls_expired", "TLS failed: certificate has expired"
-        return "tls_error", f"TLS failed: {_ssl_text(tls)}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return "connect_refused", f"{exc.host}:{exc.port} refused the connection"
-        return "connect_error", f"cannot connect to {exc.host}:{exc.port}: {_os_text(exc)}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        # Some TLS servers refuse a missing client certificate by hanging up, without an alert.
-        hint = " (a missing or refused client certificate?)" if over_tls else ""
-        return "invalid_response", f"the server closed the connection without a response{hint}"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # Only the message: the exception's repr carries the request headers.
-        first = exc.message.splitlines()[0].rstrip(":") if exc.message else f"status {exc.status}"
-        return "invalid_response", f"invalid response: {first}"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "invalid_response", "the response body was cut off or malformed"
-    if isinstance(exc, OSError):
-        return "connect_error", f"connection failed: {_os_text(exc)}"
-    return "invalid_response", f"request failed: {type(exc).__name__}"
-
-
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The ssl error behind an aiohttp exception, if any."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return exc.certificate_error if isinstance(exc.certificate_error, ssl.SSLError) else None
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        current = pending.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError) and not isinstance(current, aiohttp.ClientError):
-            return current
-        pending += [getattr(current, "os_error", None), current.__cause__, current.__context__]
-    return None
-
-
-def _ssl_text(exc: OSError) -> str:
-    """`[SSL: X] tlsv13 alert certificate required (_ssl.c:2580)` -> the words in the middle."""
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    text = exc.strerror if isinstance(exc.strerror, str) else str(exc)
-    text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", text)
-    if text == "PEM lib":
-        return "PEM lib (not PEM, or an encrypted key without the right client_key_password)"
-    return text or type(exc).__name__
-
-
-def _os_text(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _shown(url: URL) -> str:
-    """A URL for summaries: credentials a redirect may carry are dropped."""
-    return str(url.with_user(None)) if url.user is not None else str(url)
-
-
-def _ssl_context(tls: HttpTls) -> ssl.SSLContext:
-    """The TLS context for `tls`, built once per configuration and file version.
-
-    Building one costs ~15 ms of CPU (the system CA store is parsed each time), more than the
-    rest of a loopback probe; contexts are safe to share between connections. A rotated CA or
-    client certificate file has a new mtime, hence a new context.
-    """
-    stamps = tuple(_mtime(path) for path in (tls.ca_file, tls.client_cert_file,
-                                             tls.client_key_file))
-    return _build_ssl_context(tls, stamps)
-
-
-def _mtime(path: Path | None) -> float | None:
-    if path is None:
-        return None
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None  # the load below reports the unreadable file
-
-
-@functools.lru_cache(maxsize=128)
-def _build_ssl_context(tls: HttpTls, _stamps: tuple[float | None, ...]) -> ssl.SSLContext:
-    if tls.verify:
-        # cafile given: only that CA is trusted (create_default_context skips the system store)
-        context = ssl.create_default_context(cafile=tls.ca_file)
-    else:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if tls.client_cert_file is not None:
-        # Always a password: with None, OpenSSL would prompt on the terminal and hang the agent.
-        password = tls.client_key_password.get() if tls.client_key_password else ""
-        context.load_cert_chain(tls.client_cert_file, tls.client_key_file, password=password)
-    return context
 
 
 def _certificate(der: bytes, info: dict[str, Any] | None, now: datetime

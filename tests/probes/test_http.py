@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
 from agent.runner import run_check
-from probes.http import METRICS, HttpCheck, _ssl_context, probe
+from probes.http import METRICS, HttpCheck, probe
 from probes.registry import get_kind
 from probes.result import ProbeResult, Status
+from probes.web import ssl_context
 from tests.services import Nginx, free_port, start_nginx, stop_process
 
 # --- certificates ---------------------------------------------------------------------------
@@ -665,11 +666,11 @@ def test_config_defaults() -> None:
 
 def test_tls_context_is_built_once_per_file_version(ca_file: Path) -> None:
     tls = http("https://127.0.0.1:1/", tls={"ca_file": str(ca_file)}).tls
-    first = _ssl_context(tls)
-    assert _ssl_context(tls) is first  # ~15 ms of CPU saved per run
+    first = ssl_context(tls)
+    assert ssl_context(tls) is first  # ~15 ms of CPU saved per run
     stat = ca_file.stat()
     os.utime(ca_file, (stat.st_atime, stat.st_mtime + 10))  # a rotated CA file
-    assert _ssl_context(tls) is not first
+    assert ssl_context(tls) is not first
 
 
 def test_verified_and_unverified_certificates_read_alike(nginx_tls: Nginx, ca: trustme.CA

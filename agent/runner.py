@@ -12,19 +12,30 @@ import logging
 import time
 
 from probes.config import CheckConfig
+from probes.memory import ProbeMemory
 from probes.registry import get_kind
 from probes.result import CheckResult, ProbeResult, Status, now_utc
 
 log = logging.getLogger("wardwatch.agent.runner")
 
 
-async def run_check(check: CheckConfig, agent_id: str) -> CheckResult:
-    """Run `check` once under its timeout; never raises except CancelledError."""
+async def run_check(check: CheckConfig, agent_id: str, memory: ProbeMemory | None = None
+                    ) -> CheckResult:
+    """Run `check` once under its timeout; never raises except CancelledError.
+
+    `memory` is the check's state from its previous runs (the scheduler keeps one per check);
+    without it a probe that reports rates sees a first run.
+    """
     started_at = now_utc()
     started = time.perf_counter()
+    kind = get_kind(check.kind)
     try:
         async with asyncio.timeout(check.timeout):
-            outcome = await get_kind(check.kind).probe(check)
+            if kind.remembers:
+                outcome = await kind.probe(check, memory if memory is not None
+                                           else ProbeMemory())
+            else:
+                outcome = await kind.probe(check)
     except TimeoutError:
         outcome = ProbeResult(
             status=Status.CRITICAL, reason="timeout",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from agent.runner import run_check
 from probes.config import CheckConfig
+from probes.memory import ProbeMemory
 from probes.result import CheckResult
 
 log = logging.getLogger("wardwatch.agent.scheduler")
@@ -76,11 +77,12 @@ class Scheduler:
         # first slot at or after now on this check's grid
         slots_passed = max(0.0, (now - self._epoch - offset) // interval + 1)
         next_slot = self._epoch + offset + slots_passed * interval
+        memory = ProbeMemory()  # lives as long as this config of the check
         while True:
             await asyncio.sleep(max(0.0, next_slot - loop.time()))
             async with self._slots:
                 lag = max(0.0, loop.time() - next_slot)
-                result = await run_check(check, self._agent_id)
+                result = await run_check(check, self._agent_id, memory)
             try:
                 self._sink(result, lag)
             except Exception:  # a sink bug must not stop the schedule

@@ -5,6 +5,8 @@ A probe module exports:
     CONFIG: type[CheckConfig]        its config model (pydantic, strict, frozen)
     METRICS: dict[str, str]          metric name -> help text, for /metrics
     async def probe(check) -> ProbeResult
+    REMEMBERS: bool = False          optional; True: `probe(check, memory)` gets the check's
+                                     `ProbeMemory` (previous counter readings, for rates)
 
 Modules import their heavy libraries (paramiko, oracledb, cryptography) inside `probe`, so an
 agent that configures no such check never loads them. Adding a kind = one module, one line
@@ -40,7 +42,8 @@ class ProbeKind:
     kind: str
     config: type[CheckConfig]
     metrics: dict[str, str]
-    probe: Callable[[Any], Awaitable[ProbeResult]]
+    probe: Callable[..., Awaitable[ProbeResult]]
+    remembers: bool = False
 
 
 class UnknownKindError(LookupError):
@@ -57,4 +60,4 @@ def get_kind(kind: str) -> ProbeKind:
         raise UnknownKindError(f"unknown kind {kind!r}; known kinds: {known}") from None
     module = importlib.import_module(module_name)
     return ProbeKind(kind=module.KIND, config=module.CONFIG, metrics=module.METRICS,
-                     probe=module.probe)
+                     probe=module.probe, remembers=getattr(module, "REMEMBERS", False))

@@ -255,21 +255,25 @@ def _first_errors(exc: ValidationError, limit: int = 5) -> str:
 
 
 async def list_systems(request: web.Request) -> web.Response:
-    """Every configured system: its state now and its availability so far this year."""
+    """Every configured system: its state now and its availability so far this year.
+
+    The state is read now; the year-to-date figures are at most a minute and a half old
+    (`ytd_as_of`), refreshed by housekeeping, so a board polling this stays cheap.
+    """
     config = request.app[CONFIG_KEY]
     systems = request.app[SYSTEMS_KEY]
     now = utcnow()
     out = []
     for system in config.systems:
         state = await systems.current(system, now)
-        ytd = await systems.year_to_date(system, now)
+        ytd = await systems.recent_year_to_date(system, now)
         out.append({
             "id": system.id, "name": system.name, "core": system.core,
             "target": system.target, "state": state.state, "since": state.since.isoformat(),
             "cause": state.cause, "monitored_from": ytd.start.isoformat(),
             "availability_ytd": ytd.report.availability, "met_ytd": ytd.report.met,
             "downtime_ytd_s": ytd.report.downtime_s, "budget_year_s": ytd.budget_s,
-            "budget_left_s": ytd.budget_left_s,
+            "budget_left_s": ytd.budget_left_s, "ytd_as_of": ytd.as_of.isoformat(),
         })
     return web.json_response(out, dumps=_dumps)
 
@@ -329,6 +333,7 @@ async def add_maintenance(request: web.Request) -> web.Response:
             reason=body.reason, approved_by=body.approved_by, by=body.by, now=utcnow())
     except StoreError as exc:
         raise ApiError(400, str(exc)) from None
+    request.app[SYSTEMS_KEY].forget_year_to_date(body.system)
     return web.json_response(_jsonable(window.__dict__), status=201)
 
 

@@ -7,6 +7,7 @@ then a sweep over interval boundaries; a year of a system is a few thousand boun
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -96,6 +97,12 @@ class YearToDate:
     budget_s: float
     """Downtime the target allows over the whole year's planned time (from `start`)."""
     budget_left_s: float
+    as_of: datetime
+    """The `now` it was computed for."""
+
+
+YTD_MAX_AGE_S = 90.0
+"""How old a served year-to-date figure may be; housekeeping refreshes them every minute."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,8 @@ class Systems:
         self.config = config
         self.store = store
         self.calendar = calendar
+        self._ytd: dict[str, YearToDate] = {}
+        self._ytd_lock = asyncio.Lock()
 
     async def _members(self, system: SystemConfig) -> list[CheckKey]:
         return member_checks(system, await self.store.known_checks())
@@ -170,8 +179,38 @@ class Systems:
         budget = allowed_downtime_s(planned_year,
                                     await self._exclusions(system, start, year_end),
                                     system.target)
-        return YearToDate(start=start, report=report, budget_s=budget,
-                          budget_left_s=budget - report.downtime_s)
+        ytd = YearToDate(start=start, report=report, budget_s=budget,
+                         budget_left_s=budget - report.downtime_s, as_of=now)
+        self._ytd[system.id] = ytd
+        return ytd
+
+    async def recent_year_to_date(self, system: SystemConfig, now: datetime,
+                                  max_age_s: float = YTD_MAX_AGE_S) -> YearToDate:
+        """`year_to_date` as computed at most `max_age_s` ago (housekeeping keeps it fresh).
+
+        A year of one system costs tens of milliseconds; a dashboard listing 50 systems every
+        few seconds must not pay that per request. Computations run one at a time, so a burst
+        of requests computes each system once.
+        """
+        def fresh() -> YearToDate | None:
+            hit = self._ytd.get(system.id)
+            if hit is not None and 0 <= (now - hit.as_of).total_seconds() <= max_age_s:
+                return hit
+            return None
+
+        if (hit := fresh()) is not None:
+            return hit
+        async with self._ytd_lock:
+            if (hit := fresh()) is not None:
+                return hit
+            return await self.year_to_date(system, now)
+
+    def forget_year_to_date(self, system_id: str | None = None) -> None:
+        """Drop cached figures (a maintenance window changed what they count)."""
+        if system_id is None:
+            self._ytd.clear()
+        else:
+            self._ytd.pop(system_id, None)
 
     async def current(self, system: SystemConfig, now: datetime) -> SystemState:
         """State at `now`: the last stretch of today's timeline (stale data is unknown)."""

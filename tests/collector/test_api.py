@@ -66,6 +66,7 @@ async def test_systems_and_availability(api: Api) -> None:
     start = now - timedelta(hours=2)
     await api.store.add_agent("emr-01", start)
     await api.store.ingest("emr-01", results("emr-01", start, 120, down=range(30, 36)), now)
+    await refresh_system_metrics(api.app)  # what housekeeping does every minute
     status, systems = await api.call("GET", "/api/v1/systems")
     assert status == 200
     emr = next(s for s in systems if s["id"] == "EMR")
@@ -95,6 +96,12 @@ async def test_systems_and_availability(api: Api) -> None:
     assert (after["excluded_s"], after["downtime_s"], after["availability"]) == (360, 0, 1.0)
     _, listed = await api.call("GET", "/api/v1/maintenance", system="EMR")
     assert [w["reason"] for w in listed] == ["市电中断"]
+    # the year-to-date figure is cached, but a new window is counted at once
+    _, systems = await api.call("GET", "/api/v1/systems")
+    emr = next(s for s in systems if s["id"] == "EMR")
+    assert emr["downtime_ytd_s"] == 0
+    _, again = await api.call("GET", "/api/v1/systems")
+    assert next(s for s in again if s["id"] == "EMR")["ytd_as_of"] == emr["ytd_as_of"]
 
     await refresh_system_metrics(api.app)
     async with aiohttp.ClientSession() as session, session.get(api.url + "/metrics") as resp:

@@ -34,6 +34,9 @@ KINDS: dict[str, str] = {
     "systemd": "probes.systemd",
     "winservice": "probes.winservice",
     "command": "probes.command",
+    "nginx": "probes.nginx",
+    "tomcat": "probes.tomcat",
+    "weblogic": "probes.weblogic",
 }
 
 

@@ -272,13 +272,13 @@ class WebClient:
             context = ssl_context(self._check.tls)
         except (OSError, ssl.SSLError) as exc:
             raise WebError("probe_error", f"cannot load TLS files: {ssl_text(exc)}") from None
-        auth = None
+        headers = {"User-Agent": self._user_agent}
         if self._check.username is not None and self._check.password is not None:
-            auth = aiohttp.BasicAuth(self._check.username, self._check.password.get())
+            headers["Authorization"] = aiohttp.encode_basic_auth(self._check.username,
+                                                                 self._check.password.get())
         connector = aiohttp.TCPConnector(ssl=context, limit=1)
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auth=auth,
-                                              timeout=aiohttp.ClientTimeout(),
-                                              headers={"User-Agent": self._user_agent})
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                              timeout=aiohttp.ClientTimeout(), headers=headers)
         self._session._retry_connection = False  # a probe must see the first failure
         return self
 
@@ -308,6 +308,30 @@ class WebClient:
         except (aiohttp.ClientError, OSError) as exc:
             reason, why = failure(exc, over_tls=url.scheme == "https")
             raise WebError(reason, f"GET {shown(url)}: {why}") from None
+
+    async def post_json(self, path: str, document: Any, *,
+                        headers: Mapping[str, str] | None = None) -> Fetched:
+        """POST `document` as JSON to `path`; raises `WebError` when there is no complete response.
+
+        Sends `X-Requested-By: wardwatch`: WebLogic's REST API refuses a POST without it (its
+        CSRF guard), and other APIs ignore it.
+        """
+        assert self._session is not None, "use WebClient as an async context manager"
+        url = self.url(path)
+        started = time.perf_counter()
+        self.requests += 1
+        sent = {"X-Requested-By": "wardwatch", "Accept": "application/json", **(headers or {})}
+        try:
+            async with self._session.post(url, json=document, headers=sent,
+                                          allow_redirects=False) as resp:
+                body = await _read_limited(resp, self._check.max_body_bytes)
+                self.bytes_received += len(body)
+                return Fetched(url=shown(url), status=resp.status, body=body,
+                               headers=dict(resp.headers), elapsed_s=time.perf_counter() - started,
+                               charset=resp.charset)
+        except (aiohttp.ClientError, OSError) as exc:
+            reason, why = failure(exc, over_tls=url.scheme == "https")
+            raise WebError(reason, f"POST {shown(url)}: {why}") from None
 
 
 class BodyTooLarge(aiohttp.ClientPayloadError):

@@ -57,12 +57,14 @@ class Nginx:
 NGINX_BIN = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def start_nginx(prefix: Path, server_conf: str, *, tls: tuple[Path, Path] | None = None
+def start_nginx(prefix: Path, server_conf: str, *, tls: tuple[Path, Path] | None = None,
+                http_conf: str = "", worker_connections: int = 1024
                 ) -> tuple[subprocess.Popen[bytes], Nginx]:
     """Start Debian's nginx in the foreground on a free loopback port.
 
-    `server_conf` is placed inside the `server { }` block; `root` serves files from
-    prefix/html. With `tls=(cert, key)` the server speaks HTTPS.
+    `server_conf` is placed inside the `server { }` block, `http_conf` (upstream groups)
+    before it; `root` serves files from prefix/html; the error log (level warn) is
+    prefix/logs/error.log. With `tls=(cert, key)` the server speaks HTTPS.
     """
     needs(Path(NGINX_BIN).exists(), "nginx (Debian package nginx-light; scripts/test installs it)")
     port = free_port()
@@ -78,7 +80,7 @@ def start_nginx(prefix: Path, server_conf: str, *, tls: tuple[Path, Path] | None
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {worker_connections}; }}
 http {{
   access_log off;
   client_body_temp_path {prefix}/client_body;
@@ -87,6 +89,7 @@ http {{
   uwsgi_temp_path {prefix}/uwsgi;
   scgi_temp_path {prefix}/scgi;
   default_type application/octet-stream;
+  {http_conf}
   server {{
     listen {listen};
     server_name localhost;

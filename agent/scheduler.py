@@ -78,6 +78,16 @@ class Scheduler:
         slots_passed = max(0.0, (now - self._epoch - offset) // interval + 1)
         next_slot = self._epoch + offset + slots_passed * interval
         memory = ProbeMemory()  # lives as long as this config of the check
+        try:
+            await self._run_forever(check, memory, next_slot)
+        finally:
+            # pools and connections a probe kept; shielded so a cancelled loop still closes
+            await asyncio.shield(memory.aclose())
+
+    async def _run_forever(self, check: CheckConfig, memory: ProbeMemory,
+                           next_slot: float) -> None:
+        loop = asyncio.get_running_loop()
+        interval = check.interval
         while True:
             await asyncio.sleep(max(0.0, next_slot - loop.time()))
             async with self._slots:

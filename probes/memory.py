@@ -10,9 +10,14 @@ summaries say so.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("wardwatch.probes.memory")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,30 @@ class ProbeMemory:
     """name -> (value, monotonic time read)"""
     values: dict[str, Any] = field(default_factory=dict)
     """Free-form state a probe keeps (e.g. a log file's inode and offset)."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """Objects kept open between runs (a database connection pool), closed by `aclose`."""
+    _closers: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+
+    def keep(self, name: str, resource: Any, close: Callable[[], Awaitable[None]]) -> None:
+        """Keep `resource` open between runs; `close` runs when the check stops or changes."""
+        self.resources[name] = resource
+        self._closers[name] = close
+
+    async def drop(self, name: str) -> None:
+        """Close and forget one resource (a pool whose server went away, to rebuild it)."""
+        self.resources.pop(name, None)
+        closer = self._closers.pop(name, None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception:  # a broken pool must not stop the check's loop
+                log.warning("closing %s failed", name, exc_info=True)
+
+    async def aclose(self) -> None:
+        """Close every kept resource (the scheduler calls this when the check's loop ends)."""
+        for name in list(self._closers):
+            with contextlib.suppress(Exception):
+                await self.drop(name)
 
     def rate(self, name: str, value: float, now: float | None = None) -> Rate | None:
         """Record `value` for counter `name`; the change since the previous reading.

@@ -182,6 +182,42 @@ class SecretRef(StrictModel):
         return self.value.get_secret_value()
 
 
+class PasswordFields(StrictModel):
+    """`password_file` or `password_env`, resolved at load into `password` (never inline).
+
+    Mixed into the config of every check that logs in (middleware APIs, databases); the
+    resolved value is a `SecretRef`, which never prints and is excluded from dumps.
+    """
+
+    password_file: Path | None = None
+    """A file holding the password (first line, stripped); readable by the agent only."""
+    password_env: str | None = None
+    """An environment variable holding the password."""
+    password: SecretRef | None = Field(default=None, exclude=True, repr=False)
+    """Resolved from `password_file` / `password_env` at load; never set it in config."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("inline passwords are not accepted; use password_file or "
+                             "password_env")
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_password(self) -> PasswordFields:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("give one of password_file or password_env, not both")
+        if self.password_file is not None:
+            ref = SecretRef.model_validate({"file": self.password_file})
+        elif self.password_env is not None:
+            ref = SecretRef.model_validate({"env": self.password_env})
+        else:
+            return self
+        object.__setattr__(self, "password", ref)
+        return self
+
+
 class TlsSection(StrictModel):
     """A server certificate and key (agent /metrics, collector API), checked at load."""
 

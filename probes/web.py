@@ -24,7 +24,7 @@ import aiohttp
 from pydantic import Field, model_validator
 from yarl import URL
 
-from probes.config import CheckConfig, SecretRef, StrictModel
+from probes.config import CheckConfig, PasswordFields, SecretRef, StrictModel
 
 
 def http_url(value: str, field: str) -> str:
@@ -178,46 +178,24 @@ def _buildssl_context(tls: HttpTls, _stamps: tuple[float | None, ...]) -> ssl.SS
     return context
 
 
-class WebApiCheck(CheckConfig):
+class WebApiCheck(PasswordFields, CheckConfig):
     """Fields of a check that reads an HTTP API: base URL, optional basic auth, TLS."""
 
     url: str
     username: str | None = None
-    password_file: Path | None = None
-    """A file holding the password (first line, stripped); readable by the agent only."""
-    password_env: str | None = None
-    """An environment variable holding the password."""
     tls: HttpTls = Field(default_factory=HttpTls)
     max_body_bytes: int = Field(default=4 << 20, ge=1024, le=64 << 20)
     """A status document longer than this is refused (reason `invalid_response`)."""
-    password: SecretRef | None = Field(default=None, exclude=True, repr=False)
-    """Resolved from `password_file` / `password_env` at load; never set it in config."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_password(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "password" in data:
-            raise ValueError("inline passwords are not accepted; use password_file or "
-                             "password_env")
-        return data
 
     @model_validator(mode="after")
-    def _credentials(self) -> WebApiCheck:
+    def _basic_auth(self) -> WebApiCheck:
         http_url(self.url, "url")
-        if self.password_file is not None and self.password_env is not None:
-            raise ValueError("give one of password_file or password_env, not both")
-        given = self.password_file is not None or self.password_env is not None
-        if given and self.username is None:
+        if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
-        if self.username is not None and not given:
+        if self.username is not None and self.password is None:
             raise ValueError("username needs password_file or password_env")
         if self.username is not None and ":" in self.username:
             raise ValueError("username must not contain ':' (HTTP basic auth)")
-        if given:
-            ref = (SecretRef.model_validate({"file": self.password_file})
-                   if self.password_file is not None
-                   else SecretRef.model_validate({"env": self.password_env}))
-            object.__setattr__(self, "password", ref)
         return self
 
     @property

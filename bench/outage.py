@@ -27,6 +27,7 @@ import itertools
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -122,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     agents = [f"soak{i}" for i in range(args.agents)]
     agent_ports: dict[str, int] = {}
     started_agents: dict[str, Started] = {}
-    target = free_port()  # half the checks aim at a closed port (critical), half at the agent
+    # half the checks aim at a closed port (critical), half at their agent (ok); the closed
+    # port stays bound (not listening) so that nothing else on the machine can take it
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    target = closed.getsockname()[1]
     try:
         for agent in agents:
             token = subprocess.run(
@@ -188,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         rows, intervals = asyncio.run(_rows(url))
     finally:
         procs.stop_all()
+        closed.close()
 
     per_agent: dict[str, int] = defaultdict(int)
     by_check: dict[tuple[str, str], list[datetime]] = defaultdict(list)

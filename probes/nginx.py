@@ -39,7 +39,7 @@ from pydantic import Field, field_validator
 
 from probes.config import Threshold
 from probes.memory import ProbeMemory
-from probes.result import Metric, ProbeResult, Status, result
+from probes.result import Cause, Metric, ProbeResult, Status, result, verdict
 from probes.web import WebApiCheck, WebClient, WebError
 
 KIND = "nginx"
@@ -114,13 +114,6 @@ CONFIG = NginxCheck
 
 
 @dataclass(frozen=True)
-class _Cause:
-    status: Status
-    reason: str
-    text: str
-
-
-@dataclass(frozen=True)
 class _Stub:
     active: int
     accepts: int
@@ -154,7 +147,7 @@ async def probe(check: NginxCheck, memory: ProbeMemory) -> ProbeResult:
                       "set on that location?)")
 
     metrics: list[Metric] = []
-    causes: list[_Cause] = []
+    causes: list[Cause] = []
     details: dict[str, Any] = {"active": stub.active, "accepts": stub.accepts,
                                "handled": stub.handled, "requests": stub.requests}
     _stub_metrics(check, stub, page.elapsed_s, memory, metrics, causes)
@@ -164,7 +157,7 @@ async def probe(check: NginxCheck, memory: ProbeMemory) -> ProbeResult:
     details["version"] = version
     metrics.append(Metric(name="nginx_info", value=1, labels={"version": version or ""}))
     if version_error:
-        causes.append(_Cause(Status.UNKNOWN, "probe_error", version_error))
+        causes.append(Cause(Status.UNKNOWN, "probe_error", version_error))
     if check.error_log is not None:
         await asyncio.to_thread(_scan_log, check, memory, metrics, causes, details)
     return _verdict(name, stub, causes, metrics, details)
@@ -178,7 +171,7 @@ def _parse(text: str) -> _Stub | None:
 
 
 def _stub_metrics(check: NginxCheck, stub: _Stub, elapsed: float, memory: ProbeMemory,
-                  metrics: list[Metric], causes: list[_Cause]) -> None:
+                  metrics: list[Metric], causes: list[Cause]) -> None:
     dropped = stub.accepts - stub.handled
     for metric, value in (("nginx_connections_active", stub.active),
                           ("nginx_connections_reading", stub.reading),
@@ -199,15 +192,15 @@ def _stub_metrics(check: NginxCheck, stub: _Stub, elapsed: float, memory: ProbeM
                               value=drops.per_second))
         level = check.dropped_per_second.evaluate(drops.per_second) if drops.delta else Status.OK
         if level is not Status.OK:
-            causes.append(_Cause(level, "connections_dropped",
+            causes.append(Cause(level, "connections_dropped",
                                  f"{drops.delta:g} connections dropped since the last run "
                                  f"({drops.per_second:.2f}/s; worker_connections full?)"))
     level = check.connections_active.evaluate(stub.active)
     if level is not Status.OK:
-        causes.append(_Cause(level, "connections_high", f"{stub.active} active connections"))
+        causes.append(Cause(level, "connections_high", f"{stub.active} active connections"))
 
 
-async def _upstreams(check: NginxCheck, metrics: list[Metric], causes: list[_Cause],
+async def _upstreams(check: NginxCheck, metrics: list[Metric], causes: list[Cause],
                      details: dict[str, Any]) -> None:
     if not check.upstreams:
         return
@@ -226,7 +219,7 @@ async def _upstreams(check: NginxCheck, metrics: list[Metric], causes: list[_Cau
     details["upstreams_down"] = [d.split(" ", 1)[0] for d in down]
     if down:
         every = len(down) == len(check.upstreams)
-        causes.append(_Cause(Status.CRITICAL if every else Status.WARNING, "upstream_down",
+        causes.append(Cause(Status.CRITICAL if every else Status.WARNING, "upstream_down",
                              f"upstream{'s' if len(down) > 1 else ''} down: " + ", ".join(down)
                              + (" (all)" if every else
                                 f" ({len(down)} of {len(check.upstreams)})")))
@@ -279,7 +272,7 @@ async def _version(check: NginxCheck, server_header: str) -> tuple[str | None, s
 
 
 def _scan_log(check: NginxCheck, memory: ProbeMemory, metrics: list[Metric],
-              causes: list[_Cause], details: dict[str, Any]) -> None:
+              causes: list[Cause], details: dict[str, Any]) -> None:
     """Count upstream failures in the lines the error log gained since the previous run."""
     assert check.error_log is not None
     path = check.error_log
@@ -301,7 +294,7 @@ def _scan_log(check: NginxCheck, memory: ProbeMemory, metrics: list[Metric],
             memory.values["error_log"] = (stat.st_ino, start + skipped + end)
             data = data[:end]
     except OSError as exc:
-        causes.append(_Cause(Status.UNKNOWN, "probe_error",
+        causes.append(Cause(Status.UNKNOWN, "probe_error",
                              f"cannot read error log {path}: {exc.strerror or exc}"))
         return
     if position is None:
@@ -314,24 +307,18 @@ def _scan_log(check: NginxCheck, memory: ProbeMemory, metrics: list[Metric],
     if skipped:
         details["error_log_skipped_bytes"] = skipped
     if counts["no_live_upstreams"]:
-        causes.append(_Cause(Status.CRITICAL, "no_live_upstreams",
+        causes.append(Cause(Status.CRITICAL, "no_live_upstreams",
                              f"{counts['no_live_upstreams']} × 'no live upstreams' in the "
                              "error log since the last run"))
     level = check.upstream_timeouts.evaluate(counts["upstream_timeouts"])
     if level is not Status.OK:
-        causes.append(_Cause(level, "upstream_timeouts",
+        causes.append(Cause(level, "upstream_timeouts",
                              f"{counts['upstream_timeouts']} × 'upstream timed out' in the "
                              "error log since the last run"))
 
 
-def _verdict(name: str, stub: _Stub, causes: list[_Cause], metrics: list[Metric],
+def _verdict(name: str, stub: _Stub, causes: list[Cause], metrics: list[Metric],
              details: dict[str, Any]) -> ProbeResult:
     line = (f"{name}: {stub.active} active ({stub.reading} reading, {stub.writing} writing, "
             f"{stub.waiting} waiting)")
-    if not causes:
-        return result(Status.OK, "ok", line, metrics=tuple(metrics), details=details)
-    # the worst cause names the result and leads the summary
-    causes.sort(key=lambda c: -c.status.severity)
-    worst = causes[0]
-    summary = f"{name}: " + "; ".join(c.text for c in causes)
-    return result(worst.status, worst.reason, summary, metrics=tuple(metrics), details=details)
+    return verdict(name, causes, line, metrics=tuple(metrics), details=details)

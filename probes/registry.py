@@ -19,7 +19,6 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 from probes.config import CheckConfig
 from probes.result import ProbeResult
@@ -35,6 +34,7 @@ KINDS: dict[str, str] = {
     "winservice": "probes.winservice",
     "command": "probes.command",
     "nginx": "probes.nginx",
+    "backup_files": "probes.backup_files",
     "tomcat": "probes.tomcat",
     "weblogic": "probes.weblogic",
 }

@@ -11,6 +11,7 @@ import enum
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,3 +127,34 @@ def result(status: Status, reason: str, summary: str, *, metrics: tuple[Metric, 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One thing a probe found wrong; a run may find several."""
+
+    status: Status
+    reason: str
+    text: str
+
+
+SUMMARY_LIMIT = 300
+
+
+def verdict(name: str, causes: list[Cause], ok_line: str, *, metrics: tuple[Metric, ...] = (),
+            details: dict[str, Any] | None = None) -> ProbeResult:
+    """One result from many findings: the worst cause names the status and reason and leads
+    the summary (`name: worst; next; …`, no prefix when `name` is empty), cut at
+    SUMMARY_LIMIT with a count of the rest. Ties keep the order the causes were found in."""
+    if not causes:
+        return result(Status.OK, "ok", ok_line, metrics=metrics, details=details)
+    ordered = sorted(causes, key=lambda c: -c.status.severity)  # stable: ties keep order
+    summary = f"{name}: {ordered[0].text}" if name else ordered[0].text
+    for shown, cause in enumerate(ordered[1:], start=1):
+        more = len(ordered) - shown
+        if len(summary) + 2 + len(cause.text) > SUMMARY_LIMIT:
+            summary += f"; and {more} more"
+            break
+        summary += f"; {cause.text}"
+    return result(ordered[0].status, ordered[0].reason, summary, metrics=metrics,
+                  details=details)

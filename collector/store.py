@@ -214,11 +214,13 @@ class Store:
                                    .values(last_seen_at=received_at, last_address=address))
             if not rows:
                 return IngestOutcome(0, 0)
-            existing = set((await conn.execute(
-                sa.select(results.c.id).where(results.c.id.in_(list(rows))))).scalars())
-            fresh = [pair for key, pair in rows.items() if key not in existing]
+            # one statement finds the replays: rows whose id is stored already are skipped
+            # by ON CONFLICT DO NOTHING and missing from RETURNING
+            inserted = set((await conn.execute(
+                self._insert_ignore(results).returning(results.c.id),
+                [row for _r, row in rows.values()])).scalars())
+            fresh = [pair for key, pair in rows.items() if key in inserted]
             if fresh:
-                await conn.execute(self._insert_ignore(results), [row for _r, row in fresh])
                 await self._update_intervals(conn, agent_id, [r for r, _row in fresh])
         if self._known is not None:
             self._known.update((r.agent_id, r.check_id) for r, _row in fresh)

@@ -105,7 +105,9 @@ def test_load_missing_file(tmp_path: Path) -> None:
         load_agent_config(tmp_path / "nope.yaml")
 
 
-def test_sample_config_validates() -> None:
+def test_sample_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARDWATCH_TOMCAT_PASSWORD", "x")
+    monkeypatch.setenv("WARDWATCH_WEBLOGIC_PASSWORD", "x")
     sample = Path(__file__).parents[2] / "deploy" / "agent.sample.yaml"
     cfg = load_agent_config(sample)
     assert len(cfg.checks) >= 5

@@ -272,20 +272,7 @@ class WebClient:
     async def get(self, path: str = "", *, headers: Mapping[str, str] | None = None
                   ) -> Fetched:
         """GET `path`; raises `WebError` when there is no complete response."""
-        assert self._session is not None, "use WebClient as an async context manager"
-        url = self.url(path)
-        started = time.perf_counter()
-        self.requests += 1
-        try:
-            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
-                body = await _read_limited(resp, self._check.max_body_bytes)
-                self.bytes_received += len(body)
-                return Fetched(url=shown(url), status=resp.status, body=body,
-                               headers=dict(resp.headers), elapsed_s=time.perf_counter() - started,
-                               charset=resp.charset)
-        except (aiohttp.ClientError, OSError) as exc:
-            reason, why = failure(exc, over_tls=url.scheme == "https")
-            raise WebError(reason, f"GET {shown(url)}: {why}") from None
+        return await self._request("GET", path, headers)
 
     async def post_json(self, path: str, document: Any, *,
                         headers: Mapping[str, str] | None = None) -> Fetched:
@@ -294,14 +281,19 @@ class WebClient:
         Sends `X-Requested-By: wardwatch`: WebLogic's REST API refuses a POST without it (its
         CSRF guard), and other APIs ignore it.
         """
+        sent = {"X-Requested-By": "wardwatch", "Accept": "application/json", **(headers or {})}
+        return await self._request("POST", path, sent, document)
+
+    async def _request(self, method: str, path: str, headers: Mapping[str, str] | None,
+                       document: Any = None) -> Fetched:
         assert self._session is not None, "use WebClient as an async context manager"
         url = self.url(path)
         started = time.perf_counter()
         self.requests += 1
-        sent = {"X-Requested-By": "wardwatch", "Accept": "application/json", **(headers or {})}
+        body_kw = {"json": document} if method == "POST" else {}
         try:
-            async with self._session.post(url, json=document, headers=sent,
-                                          allow_redirects=False) as resp:
+            async with self._session.request(method, url, headers=headers,
+                                             allow_redirects=False, **body_kw) as resp:
                 body = await _read_limited(resp, self._check.max_body_bytes)
                 self.bytes_received += len(body)
                 return Fetched(url=shown(url), status=resp.status, body=body,
@@ -309,7 +301,7 @@ class WebClient:
                                charset=resp.charset)
         except (aiohttp.ClientError, OSError) as exc:
             reason, why = failure(exc, over_tls=url.scheme == "https")
-            raise WebError(reason, f"POST {shown(url)}: {why}") from None
+            raise WebError(reason, f"{method} {shown(url)}: {why}") from None
 
 
 class BodyTooLarge(aiohttp.ClientPayloadError):

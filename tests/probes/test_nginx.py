@@ -30,6 +30,7 @@ STATUS_CONF = """
     }
     location = /not-status { return 200 "hello\\n"; }
     location = /gone { return 404; }
+    location = /big { alias %(prefix)s/big.txt; }
     location /dead/ { proxy_pass http://dead_pool/; proxy_connect_timeout 1s; }
     location /slow/ { proxy_pass http://127.0.0.1:%(hung)d/; proxy_read_timeout 1s; }
 """
@@ -63,6 +64,7 @@ def dead_ports() -> tuple[int, int]:
 @pytest.fixture
 def nginx(tmp_path: Path, hung_port: int, dead_ports: tuple[int, int]) -> Iterator[Nginx]:
     (tmp_path / "htpasswd").write_text("monitor:{PLAIN}s3cret\n")
+    (tmp_path / "big.txt").write_text("x" * 5000)
     proc, server = start_nginx(
         tmp_path, STATUS_CONF % {"prefix": tmp_path, "hung": hung_port},
         http_conf=HTTP_CONF % {"dead1": dead_ports[0], "dead2": dead_ports[1]})
@@ -133,6 +135,12 @@ async def test_not_stub_status_and_wrong_status(nginx: Nginx) -> None:
     assert "not nginx stub_status output" in page.summary
     gone = await probe(nginx_check(f"{nginx.base_url}/gone"), ProbeMemory())
     assert (gone.status, gone.reason) == (Status.CRITICAL, "unexpected_status")
+
+
+async def test_a_page_over_max_body_bytes_is_refused_unread(nginx: Nginx) -> None:
+    res = await probe(nginx_check(f"{nginx.base_url}/big", max_body_bytes=4096), ProbeMemory())
+    assert (res.status, res.reason) == (Status.CRITICAL, "invalid_response")
+    assert "larger than max_body_bytes (4096)" in res.summary
 
 
 async def test_nginx_down() -> None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from alerts.config import IncidentsConfig
 from collector.availability import UnknownPolicy
 from collector.rules import RuleNode, expand_rule, leaves
 from collector.schedule import Schedule
@@ -36,6 +37,9 @@ class SystemConfig(StrictModel):
     """`all`, `any` or `{at_least: N}` over `members`, or a tree (collector/rules.py)."""
     unknown_policy: UnknownPolicy | None = None
     """How time without fresh data counts; default: down for core systems, else excluded."""
+    depends_on: tuple[str, ...] = ()
+    """Systems this one runs on (a shared database): while one of them has an open incident,
+    this system's faults join that incident instead of opening their own."""
 
     @model_validator(mode="before")
     @classmethod
@@ -70,6 +74,7 @@ class CollectorConfig(StrictModel):
     admin_token: SecretRef | None = None
     """Bearer token for write endpoints other than ingest (maintenance, incidents)."""
     systems: tuple[SystemConfig, ...] = ()
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
 
     @field_validator("timezone")
     @classmethod
@@ -93,6 +98,11 @@ class CollectorConfig(StrictModel):
             if system.id in seen:
                 raise ValueError(f"system id {system.id!r} is used twice")
             seen.add(system.id)
+        for system in self.systems:
+            for other in system.depends_on:
+                if other not in seen or other == system.id:
+                    raise ValueError(f"system {system.id!r}: depends_on {other!r} is not "
+                                     "another configured system")
         host, _port = split_listen(self.listen)
         try:
             loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback

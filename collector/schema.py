@@ -156,3 +156,89 @@ maintenance_audit = Table(
     Column("record", JSON, nullable=False),
     UniqueConstraint("maintenance_id", "at", "action"),
 )
+
+incidents = Table(
+    "incidents", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(256), nullable=False),
+    # `key` while the incident is open, else NULL: at most one open incident per key, held by
+    # the database, so that several collectors on one PostgreSQL never open it twice
+    Column("open_key", String(256), nullable=True, unique=True),
+    Column("source", String(16), nullable=False),
+    Column("system", String(128), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("detected_at", UtcDateTime, nullable=False),
+    Column("level_since", UtcDateTime, nullable=False),
+    Column("respond_by", UtcDateTime, nullable=True),
+    Column("recover_by", UtcDateTime, nullable=True),
+    Column("report_by", UtcDateTime, nullable=True),
+    Column("responded_at", UtcDateTime, nullable=True),
+    Column("responded_by", String(128), nullable=True),
+    Column("recovered_at", UtcDateTime, nullable=True),
+    Column("recovered_by", String(128), nullable=True),
+    Column("report_submitted_at", UtcDateTime, nullable=True),
+    Column("report_submitted_by", String(128), nullable=True),
+    Column("report_ref", Text, nullable=True),
+    Column("closed_at", UtcDateTime, nullable=True),
+    Column("closed_by", String(128), nullable=True),
+    Column("reopened", Integer, nullable=False, default=0),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "key", "opened_at"),
+    Index(None, "state"),
+    Index(None, "opened_at"),
+)
+"""Faults with their SLA clocks; kept forever (the contract's overtime counts)."""
+
+incident_events = Table(
+    "incident_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("by", String(128), nullable=False),
+    Column("level", Integer, nullable=True),
+    Column("note", Text, nullable=False),
+    Column("data", JSON, nullable=False),
+    Index(None, "incident_id", "id"),
+)
+"""Each incident's timeline, append-only: the audit trail of every action and change."""
+
+incident_overtimes = Table(
+    "incident_overtimes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("deadline", String(8), nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("met_at", UtcDateTime, nullable=True),
+    Column("counted_at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    UniqueConstraint("incident_id", "level", "deadline"),
+    Index(None, "due_at"),
+)
+"""One row per missed deadline (超时): the contract's counts are rows of this table."""
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    # incident:event:deadline:level:round:channel — queued once, whoever asks
+    Column("dedup", String(256), nullable=False, unique=True),
+    Column("event", String(16), nullable=False),
+    Column("deadline", String(8), nullable=True),
+    Column("level", Integer, nullable=False),
+    Column("channel", String(128), nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("claimed_at", UtcDateTime, nullable=True),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "state", "due_at"),
+)
+"""The outbox: every message due to a channel, and what became of it."""

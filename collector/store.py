@@ -15,12 +15,13 @@ at last-result + i, and the gap is unknown time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,6 +154,12 @@ class Store:
 
         async with self.engine.begin() as conn:
             await conn.run_sync(upgrade)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, serialised with the store's other writers (SQLite has one)."""
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -212,6 +212,23 @@ class Systems:
         else:
             self._ytd.pop(system_id, None)
 
+    async def snapshot(self, system: SystemConfig, now: datetime
+                       ) -> tuple[SystemState, list[CheckInterval]]:
+        """State at `now` and the current (standing) interval of each member check, from one
+        read of the store: what the incident engine looks at."""
+        start = now - timedelta(days=1)
+        members = await self._members(system)
+        intervals = [self._standing(iv, now)
+                     for iv in await self.store.intervals(start, now, members)]
+        states = timeline(system, intervals, start, now, members)
+        last = states[-1]
+        current: dict[CheckKey, CheckInterval] = {}
+        for iv in intervals:   # ordered by start: the last one covering now wins
+            if iv.start <= now <= iv.end:
+                current[(iv.agent_id, iv.check_id)] = iv
+        return (SystemState(system=system.id, state=last.state, since=last.start,
+                            cause=last.cause), list(current.values()))
+
     async def current(self, system: SystemConfig, now: datetime) -> SystemState:
         """State at `now`: the last stretch of today's timeline (stale data is unknown)."""
         states = await self.timeline(system, now - timedelta(days=1), now, now)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
+from collector.incidents import Incident, IncidentError, IncidentService
 from collector.period import PeriodError, parse_period
 from collector.store import Store, StoreError, utcnow
 from collector.systems import Systems
@@ -88,6 +89,31 @@ class CollectorMetrics:
             "wardwatch_collector_system_budget_left_seconds",
             "Downtime the target still allows this year (negative: overspent).", ["system"],
             registry=self.registry)
+        self.incidents_open = Gauge(
+            "wardwatch_collector_incidents_open", "Incidents open now, by level.", ["level"],
+            registry=self.registry)
+        self.overtimes = Gauge(
+            "wardwatch_collector_overtimes",
+            "Missed deadlines (超时) in the current service year, by level.", ["level"],
+            registry=self.registry)
+        self.major_breach = Gauge(
+            "wardwatch_collector_overtimes_major_breach_threshold",
+            "Overtimes in a service year at which the level is a major breach (重大违约).",
+            ["level"], registry=self.registry)
+        self.time_to_respond = Histogram(
+            "wardwatch_collector_incident_respond_seconds",
+            "Time from an incident's start to its acknowledgement.", ["level"],
+            registry=self.registry,
+            buckets=(60, 300, 600, 1200, 1800, 3600, 7200, 14400, 86400))
+        self.time_to_recover = Histogram(
+            "wardwatch_collector_incident_recover_seconds",
+            "Time from an incident's start to its recovery.", ["level"],
+            registry=self.registry,
+            buckets=(60, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400))
+        self.incident_evaluation_seconds = Histogram(
+            "wardwatch_collector_incident_evaluation_seconds",
+            "Time one evaluation of every system's incident takes.", registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.results_expired = Counter("wardwatch_collector_results_expired",
                                        "Raw results rolled up hourly and deleted after the "
                                        "retention period.",
@@ -97,6 +123,8 @@ class CollectorMetrics:
 CONFIG_KEY = web.AppKey("config", CollectorConfig)
 STORE_KEY = web.AppKey("store", Store)
 SYSTEMS_KEY = web.AppKey("systems", Systems)
+INCIDENTS_KEY = web.AppKey("incidents", IncidentService)
+WAKE_KEY = web.AppKey("wake_incidents", asyncio.Event)
 METRICS_KEY = web.AppKey("metrics", CollectorMetrics)
 
 
@@ -108,11 +136,15 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app[METRICS_KEY] = CollectorMetrics()
     app.cleanup_ctx.append(_open_store(store_url or config.store, config))
     app.cleanup_ctx.append(_housekeeping)
+    app.cleanup_ctx.append(_incident_loop)
     app.router.add_post("/api/v1/results", ingest)
     app.router.add_get("/api/v1/systems", list_systems)
     app.router.add_get("/api/v1/availability", availability)
     app.router.add_get("/api/v1/maintenance", list_maintenance)
     app.router.add_post("/api/v1/maintenance", add_maintenance)
+    app.router.add_get("/api/v1/incidents", list_incidents)
+    app.router.add_get("/api/v1/incidents/{id}", show_incident)
+    app.router.add_post("/api/v1/incidents/{id}/{action}", incident_action)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -125,7 +157,10 @@ def _open_store(url: str, config: CollectorConfig
         store = await Store.open(url, synchronous=config.store_synchronous,
                                  stale_after=config.stale_after)
         app[STORE_KEY] = store
-        app[SYSTEMS_KEY] = Systems(config, store, HolidayCalendar.load(config.calendar))
+        calendar = HolidayCalendar.load(config.calendar)
+        app[SYSTEMS_KEY] = Systems(config, store, calendar)
+        app[INCIDENTS_KEY] = IncidentService(config, store, app[SYSTEMS_KEY], calendar)
+        app[WAKE_KEY] = asyncio.Event()
         yield
         await store.close()
 
@@ -172,6 +207,151 @@ async def refresh_system_metrics(app: web.Application) -> None:
         if ytd.report.availability is not None:
             m.system_availability.labels(system.id).set(ytd.report.availability)
         m.system_budget_left.labels(system.id).set(ytd.budget_left_s)
+
+
+INCIDENT_GAP_S = 0.2
+"""Evaluations after ingest are at least this far apart (a burst of batches is one round)."""
+
+
+async def _incident_loop(app: web.Application) -> AsyncIterator[None]:
+    """Incidents are evaluated when new results arrive, and at least every `evaluate_every`
+    (deadlines pass without any new result)."""
+    task = asyncio.create_task(_evaluate_forever(app), name="collector-incidents")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _evaluate_forever(app: web.Application) -> None:
+    wake = app[WAKE_KEY]
+    every = app[CONFIG_KEY].incidents.evaluate_every
+    while True:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await wake.wait()
+        wake.clear()
+        try:
+            await evaluate_incidents(app)
+        except Exception:   # keep the service up; the next round tries again
+            log.exception("incident evaluation failed")
+        await asyncio.sleep(INCIDENT_GAP_S)
+
+
+async def evaluate_incidents(app: web.Application) -> None:
+    started = time.perf_counter()
+    service = app[INCIDENTS_KEY]
+    m = app[METRICS_KEY]
+    now = utcnow()
+    for change in await service.evaluate(now):
+        log.info("incident %s %s: level %d %s", change.incident.number, change.event,
+                 change.incident.level, change.incident.cause[:200])
+        if change.event == "recovered":
+            _observe_recovery(m, change.incident)
+    await refresh_incident_metrics(app, now)
+    m.incident_evaluation_seconds.observe(time.perf_counter() - started)
+
+
+def _observe_recovery(m: CollectorMetrics, incident: Incident) -> None:
+    if incident.recovered_at is not None:
+        m.time_to_recover.labels(str(incident.level)).observe(
+            (incident.recovered_at - incident.opened_at).total_seconds())
+
+
+async def refresh_incident_metrics(app: web.Application, now: datetime) -> None:
+    service = app[INCIDENTS_KEY]
+    m = app[METRICS_KEY]
+    open_now = await service.find(state="open")
+    for level in (1, 2, 3, 4):
+        m.incidents_open.labels(str(level)).set(sum(1 for i in open_now if i.level == level))
+    for level, count in (await service.overtime_counts(now)).items():
+        m.overtimes.labels(str(level)).set(count)
+    for level, threshold in app[CONFIG_KEY].incidents.major_breach.items():
+        m.major_breach.labels(str(level)).set(threshold)
+
+
+class IncidentAction(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: str = Field(min_length=1, max_length=128)
+    note: str = Field(default="", max_length=4000)
+    ref: str | None = Field(default=None, max_length=500)
+    """For `report`: the report's document number or link."""
+
+
+def _incident_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    number = raw.rsplit("-", 1)[-1] if raw.upper().startswith("INC-") else raw
+    try:
+        return int(number)
+    except ValueError:
+        raise ApiError(400, f"{raw!r} is not an incident id (a number or INC-YYYY-NNNN)") from None
+
+
+def _incident_json(incident: Incident) -> dict[str, Any]:
+    return incident.as_dict()
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    state = request.query.get("state")
+    if state not in (None, "open", "recovered", "closed"):
+        raise ApiError(400, "state must be open, recovered or closed")
+    level_text = request.query.get("level")
+    level = None
+    if level_text is not None:
+        if level_text not in ("1", "2", "3", "4"):
+            raise ApiError(400, "level must be 1, 2, 3 or 4")
+        level = int(level_text)
+    found = await request.app[INCIDENTS_KEY].find(state=state, level=level,
+                                                  system=request.query.get("system"))
+    return web.json_response([_incident_json(i) for i in found], dumps=_dumps)
+
+
+async def show_incident(request: web.Request) -> web.Response:
+    service = request.app[INCIDENTS_KEY]
+    incident_id = _incident_id(request)
+    try:
+        incident = await service.get(incident_id)
+    except IncidentError as exc:
+        raise ApiError(404, str(exc)) from None
+    out = _incident_json(incident)
+    out["timeline"] = [_jsonable(e) for e in await service.timeline(incident_id)]
+    out["overtimes"] = [_jsonable(o) for o in await service.incident_overtimes(incident_id)]
+    return web.json_response(out, dumps=_dumps)
+
+
+async def incident_action(request: web.Request) -> web.Response:
+    """`ack`, `recover`, `report` or `close`, with `{by, note}` (and `ref` for a report)."""
+    _require_admin(request)
+    action = request.match_info["action"]
+    service = request.app[INCIDENTS_KEY]
+    incident_id = _incident_id(request)
+    try:
+        body = IncidentAction.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise ApiError(400, _first_errors(exc)) from None
+    now = utcnow()
+    m = request.app[METRICS_KEY]
+    try:
+        if action == "ack":
+            before = await service.get(incident_id)
+            incident = await service.acknowledge(incident_id, body.by, body.note, now)
+            if before.responded_at is None and incident.responded_at is not None:
+                m.time_to_respond.labels(str(incident.level)).observe(
+                    (incident.responded_at - incident.opened_at).total_seconds())
+        elif action == "recover":
+            incident = await service.recover(incident_id, body.by, body.note, now)
+            _observe_recovery(m, incident)
+        elif action == "report":
+            incident = await service.report(incident_id, body.by, body.note, body.ref, now)
+        elif action == "close":
+            incident = await service.close(incident_id, body.by, body.note, now)
+        else:
+            raise ApiError(404, f"unknown action {action!r}: ack, recover, report or close")
+    except IncidentError as exc:
+        status = 404 if str(exc).startswith("no incident") else 409
+        raise ApiError(status, str(exc)) from None
+    return web.json_response(_incident_json(incident), dumps=_dumps)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -242,6 +422,8 @@ async def ingest(request: web.Request) -> web.Response:
     m.batches.inc()
     m.agent_last_seen.labels(agent_id).set(now.timestamp())
     m.ingest_seconds.observe(time.perf_counter() - started)
+    if outcome.accepted:
+        request.app[WAKE_KEY].set()   # new evidence: evaluate incidents now
     return web.json_response({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
 
 

@@ -48,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.config}: OK, agent {config.agent.id}, {len(config.checks)} checks")
         return 0
+    if any(check.kind == "oracle" for check in config.checks):
+        # Oracle 11.2 needs thick mode, fixed per process: chosen here, before any connection
+        from probes.oracle import ThickModeError, enable_thick_mode_for
+
+        try:
+            enable_thick_mode_for(config.checks)   # loads oracledb only for a thick check
+        except ThickModeError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_CONFIG if args.command == "check" else 1
     if args.command == "check":
         return _check(config, args.only, args.json)
     setup_logging(config.agent.log_format, config.agent.log_level)

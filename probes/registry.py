@@ -34,9 +34,12 @@ KINDS: dict[str, str] = {
     "winservice": "probes.winservice",
     "command": "probes.command",
     "nginx": "probes.nginx",
+    "oracle": "probes.oracle",
     "backup_files": "probes.backup_files",
     "tomcat": "probes.tomcat",
     "weblogic": "probes.weblogic",
+    "postgres": "probes.postgres",
+    "mysql": "probes.mysql",
 }
 
 

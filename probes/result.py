@@ -11,7 +11,7 @@ import enum
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,6 +136,30 @@ class Cause:
     status: Status
     reason: str
     text: str
+
+
+@dataclass
+class Findings:
+    """What a probe (or one of its sub-checks) found: causes, metrics, details."""
+
+    causes: list[Cause] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, level: Status, reason: str, text: str) -> None:
+        """A cause, unless `level` is OK (so a threshold's verdict can be passed as is)."""
+        if level is not Status.OK:
+            self.causes.append(Cause(level, reason, text))
+
+    def metric(self, name: str, value: float | None, **labels: str) -> None:
+        """A sample; None (a value the server did not give) is skipped."""
+        if value is not None:
+            self.metrics.append(Metric(name=name, value=value, labels=labels))
+
+    def extend(self, other: Findings) -> None:
+        self.causes.extend(other.causes)
+        self.metrics.extend(other.metrics)
+        self.details.update(other.details)
 
 
 SUMMARY_LIMIT = 300

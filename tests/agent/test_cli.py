@@ -146,3 +146,16 @@ def test_secret_never_in_output(tmp_path: Path, open_port: int) -> None:
                          text=True, timeout=30, env={**os.environ, env_name: "p4ssw0rd-xyz"})
     assert out.returncode == 0, out.stderr
     assert "p4ssw0rd-xyz" not in out.stdout + out.stderr
+
+
+def test_oracle_thick_mode_is_chosen_at_start_and_a_missing_client_is_clear(
+        tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("secret\n")
+    config = write(tmp_path / "agent.yaml", {"agent": {"id": "ora"}, "checks": [
+        {"id": "emr-db", "kind": "oracle", "dsn": "127.0.0.1:1/EMRDB", "user": "wardwatch",
+         "password_file": str(tmp_path / "pw"), "mode": "thick",
+         "lib_dir": str(tmp_path / "instantclient")}]})
+    proc = agent("check", "--config", str(config))
+    assert proc.returncode == 3
+    assert "cannot enable python-oracledb thick mode" in proc.stderr
+    assert "DPI-1047" in proc.stderr and "secret" not in proc.stderr + proc.stdout

@@ -125,6 +125,7 @@ STORE_KEY = web.AppKey("store", Store)
 SYSTEMS_KEY = web.AppKey("systems", Systems)
 INCIDENTS_KEY = web.AppKey("incidents", IncidentService)
 WAKE_KEY = web.AppKey("wake_incidents", asyncio.Event)
+ATTENTION_KEY = web.AppKey("attention", set[tuple[str, str]])
 METRICS_KEY = web.AppKey("metrics", CollectorMetrics)
 
 
@@ -161,6 +162,7 @@ def _open_store(url: str, config: CollectorConfig
         app[SYSTEMS_KEY] = Systems(config, store, calendar)
         app[INCIDENTS_KEY] = IncidentService(config, store, app[SYSTEMS_KEY], calendar)
         app[WAKE_KEY] = asyncio.Event()
+        app[ATTENTION_KEY] = set()
         yield
         await store.close()
 
@@ -224,26 +226,39 @@ async def _incident_loop(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _evaluate_forever(app: web.Application) -> None:
+    """Systems with new failing evidence right after ingest; every system (time passing:
+    confirmation by duration, silence, deadlines) at least every `evaluate_every`."""
     wake = app[WAKE_KEY]
     every = app[CONFIG_KEY].incidents.evaluate_every
+    loop = asyncio.get_running_loop()
+    last_full = loop.time()
     while True:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(every):
+            async with asyncio.timeout(max(0.0, last_full + every - loop.time())):
                 await wake.wait()
         wake.clear()
+        full = loop.time() - last_full >= every
+        attention = app[ATTENTION_KEY].copy()
+        app[ATTENTION_KEY].clear()
         try:
-            await evaluate_incidents(app)
+            if full:
+                last_full = loop.time()
+                await evaluate_incidents(app)
+            elif attention:
+                await evaluate_incidents(app, app[INCIDENTS_KEY].systems_of(attention))
         except Exception:   # keep the service up; the next round tries again
             log.exception("incident evaluation failed")
         await asyncio.sleep(INCIDENT_GAP_S)
 
 
-async def evaluate_incidents(app: web.Application) -> None:
+async def evaluate_incidents(app: web.Application, only: set[str] | None = None) -> None:
     started = time.perf_counter()
     service = app[INCIDENTS_KEY]
     m = app[METRICS_KEY]
     now = utcnow()
-    for change in await service.evaluate(now):
+    if only is not None and not only:
+        return
+    for change in await service.evaluate(now, only):
         log.info("incident %s %s: level %d %s", change.incident.number, change.event,
                  change.incident.level, change.incident.cause[:200])
         if change.event == "recovered":
@@ -422,8 +437,10 @@ async def ingest(request: web.Request) -> web.Response:
     m.batches.inc()
     m.agent_last_seen.labels(agent_id).set(now.timestamp())
     m.ingest_seconds.observe(time.perf_counter() - started)
-    if outcome.accepted:
-        request.app[WAKE_KEY].set()   # new evidence: evaluate incidents now
+    if outcome.attention:
+        # a failing result or a state change: the systems it belongs to are evaluated now
+        request.app[ATTENTION_KEY].update(outcome.attention)
+        request.app[WAKE_KEY].set()
     return web.json_response({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
 
 

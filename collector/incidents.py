@@ -27,7 +27,7 @@ from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig, SystemConfig
 from collector.schema import incident_events, incident_overtimes, incidents
 from collector.store import Store, StoreError
-from collector.systems import Systems
+from collector.systems import Systems, member_checks
 
 log = logging.getLogger("wardwatch.collector.incidents")
 
@@ -120,23 +120,29 @@ class IncidentService:
 
     # -- evaluation -------------------------------------------------------------------------
 
-    async def evaluate(self, now: datetime) -> list[Change]:
-        """Bring every system's incident in line with the evidence at `now`, then count the
-        deadlines that have passed."""
+    async def evaluate(self, now: datetime, only: set[str] | None = None) -> list[Change]:
+        """Bring every system's incident (or the systems in `only`) in line with the evidence
+        at `now`, then count the deadlines that have passed."""
         changes: list[Change] = []
         if not self.rules.enabled:
             return changes
         by_id = {s.id: s for s in self.config.systems}
-        snaps = {s.id: await self._snapshot(s, now) for s in self.config.systems}
-        for system in self.config.systems:
+        chosen = [s for s in self.config.systems if only is None or s.id in only]
+        snaps = {s.id: await self._snapshot(s, now) for s in chosen}
+        for system in chosen:
             host = None
             for other in system.depends_on:
                 if await self._open(f"system:{other}") is not None:
                     host = by_id[other]
                     break
             changes += await self._reconcile(system, snaps[system.id], now, host)
-        changes += await self.count_overtimes(now)
+        if only is None:
+            changes += await self.count_overtimes(now)
         return changes
+
+    def systems_of(self, checks: set[tuple[str, str]]) -> set[str]:
+        """The systems that have any of these (agent, check) pairs as members."""
+        return {s.id for s in self.config.systems if member_checks(s, checks)}
 
     async def _snapshot(self, system: SystemConfig, now: datetime) -> SystemSnapshot:
         state, members = await self.systems.snapshot(system, now)

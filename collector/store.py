@@ -56,6 +56,10 @@ class StoreError(Exception):
 class IngestOutcome:
     accepted: int
     duplicates: int
+    attention: frozenset[tuple[str, str]] = frozenset()
+    """(agent, check) of the batch that the incident engine must look at: a result that is
+    not ok, or one that changed the check's state. An all-ok batch of steady checks is
+    empty here, so steady ingest costs the engine nothing."""
 
 
 @dataclass(frozen=True)
@@ -227,11 +231,16 @@ class Store:
                 self._insert_ignore(results).returning(results.c.id),
                 [row for _r, row in rows.values()])).scalars())
             fresh = [pair for key, pair in rows.items() if key in inserted]
+            changed: set[tuple[str, str]] = set()
             if fresh:
-                await self._update_intervals(conn, agent_id, [r for r, _row in fresh])
+                changed = await self._update_intervals(conn, agent_id,
+                                                       [r for r, _row in fresh])
         if self._known is not None:
             self._known.update((r.agent_id, r.check_id) for r, _row in fresh)
-        return IngestOutcome(accepted=len(fresh), duplicates=len(batch) - len(fresh))
+        attention = frozenset((r.agent_id, r.check_id) for r, _row in fresh
+                              if r.status.value != "ok" or (r.agent_id, r.check_id) in changed)
+        return IngestOutcome(accepted=len(fresh), duplicates=len(batch) - len(fresh),
+                             attention=attention)
 
     def _last_seen_due(self, agent_id: str) -> bool:
         """`agents.last_seen_at` is written at most every LAST_SEEN_EVERY_S per agent: one row
@@ -248,7 +257,9 @@ class Store:
         return sqlite.insert(table).on_conflict_do_nothing()
 
     async def _update_intervals(self, conn: AsyncConnection, agent_id: str,
-                                fresh: list[CheckResult]) -> None:
+                                fresh: list[CheckResult]) -> set[tuple[str, str]]:
+        """Extend, split or open each check's state interval; returns the checks whose
+        state changed (a new interval opened)."""
         by_check: dict[str, list[CheckResult]] = defaultdict(list)
         for r in fresh:
             by_check[r.check_id].append(r)
@@ -283,6 +294,7 @@ class Store:
                   "is_open": row["is_open"]} for row in final.values()])
         if inserts:
             await conn.execute(check_intervals.insert(), inserts)
+        return {(agent_id, row["check_id"]) for row in inserts}
 
     def _advance(self, current: dict[str, Any] | None, r: CheckResult,
                  updates: list[dict[str, Any]], inserts: list[dict[str, Any]]

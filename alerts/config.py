@@ -109,6 +109,9 @@ class IncidentsConfig(StrictModel):
     report_from: Literal["opened", "recovered"] = "opened"
     """The report deadline counts from the fault's start (the contract's reading) or from its
     recovery."""
+    remind_at: tuple[float, ...] = (0.8,)
+    """Reminders at these fractions of the respond and recover windows (0.8: 8 minutes into a
+    level-1 incident's 10-minute response time)."""
     evaluate_every: Duration = 5.0
     """Incidents are evaluated after each ingest and at least this often."""
     year_start: str = "01-01"
@@ -128,6 +131,13 @@ class IncidentsConfig(StrictModel):
                 raise ValueError(f"level {level} is not 1-4")
             merged[int(level)] = {**merged[int(level)], **(given or {})}
         return merged
+
+    @field_validator("remind_at")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < f < 1 for f in value):
+            raise ValueError("remind_at fractions must be between 0 and 1 (0.8 = 80 %)")
+        return tuple(sorted(set(value)))
 
     @field_validator("year_start")
     @classmethod

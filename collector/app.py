@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
 from collector.incidents import Incident, IncidentError, IncidentService
+from collector.outbox import Outbox
 from collector.period import PeriodError, parse_period
 from collector.store import Store, StoreError, utcnow
 from collector.systems import Systems
@@ -126,6 +127,8 @@ SYSTEMS_KEY = web.AppKey("systems", Systems)
 INCIDENTS_KEY = web.AppKey("incidents", IncidentService)
 WAKE_KEY = web.AppKey("wake_incidents", asyncio.Event)
 ATTENTION_KEY = web.AppKey("attention", set[tuple[str, str]])
+OUTBOX_KEY = web.AppKey("outbox", Outbox)
+SEND_KEY = web.AppKey("wake_outbox", asyncio.Event)
 METRICS_KEY = web.AppKey("metrics", CollectorMetrics)
 
 
@@ -138,6 +141,7 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app.cleanup_ctx.append(_open_store(store_url or config.store, config))
     app.cleanup_ctx.append(_housekeeping)
     app.cleanup_ctx.append(_incident_loop)
+    app.cleanup_ctx.append(_outbox_loop)
     app.router.add_post("/api/v1/results", ingest)
     app.router.add_get("/api/v1/systems", list_systems)
     app.router.add_get("/api/v1/availability", availability)
@@ -160,7 +164,12 @@ def _open_store(url: str, config: CollectorConfig
         app[STORE_KEY] = store
         calendar = HolidayCalendar.load(config.calendar)
         app[SYSTEMS_KEY] = Systems(config, store, calendar)
-        app[INCIDENTS_KEY] = IncidentService(config, store, app[SYSTEMS_KEY], calendar)
+        service = IncidentService(config, store, app[SYSTEMS_KEY], calendar)
+        outbox = Outbox(config, store, service)
+        service.on_change = outbox.on_change   # messages queued in the change's transaction
+        app[INCIDENTS_KEY] = service
+        app[OUTBOX_KEY] = outbox
+        app[SEND_KEY] = asyncio.Event()
         app[WAKE_KEY] = asyncio.Event()
         app[ATTENTION_KEY] = set()
         yield
@@ -258,7 +267,10 @@ async def evaluate_incidents(app: web.Application, only: set[str] | None = None)
     now = utcnow()
     if only is not None and not only:
         return
-    for change in await service.evaluate(now, only):
+    changes = await service.evaluate(now, only)
+    if changes:
+        app[SEND_KEY].set()   # messages were queued with the changes
+    for change in changes:
         log.info("incident %s %s: level %d %s", change.incident.number, change.event,
                  change.incident.level, change.incident.cause[:200])
         if change.event == "recovered":
@@ -283,6 +295,39 @@ async def refresh_incident_metrics(app: web.Application, now: datetime) -> None:
         m.overtimes.labels(str(level)).set(count)
     for level, threshold in app[CONFIG_KEY].incidents.major_breach.items():
         m.major_breach.labels(str(level)).set(threshold)
+
+
+OUTBOX_IDLE_S = 5.0
+
+
+async def _outbox_loop(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_dispatch_forever(app), name="collector-outbox")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _dispatch_forever(app: web.Application) -> None:
+    """Deliver queued notifications when a change queues some, and when the next reminder
+    falls due (checked at least every OUTBOX_IDLE_S, so rows other collectors queued are
+    picked up too)."""
+    outbox = app[OUTBOX_KEY]
+    wake = app[SEND_KEY]
+    while True:
+        try:
+            await outbox.dispatch(utcnow())
+            due = await outbox.next_due()
+        except Exception:   # the database may be away; try again later
+            log.exception("notification dispatch failed")
+            due = None
+        wait = OUTBOX_IDLE_S
+        if due is not None:
+            wait = min(wait, max(0.0, (due - utcnow()).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await wake.wait()
+        wake.clear()
 
 
 class IncidentAction(BaseModel):
@@ -332,6 +377,8 @@ async def show_incident(request: web.Request) -> web.Response:
     out = _incident_json(incident)
     out["timeline"] = [_jsonable(e) for e in await service.timeline(incident_id)]
     out["overtimes"] = [_jsonable(o) for o in await service.incident_overtimes(incident_id)]
+    out["notifications"] = [_jsonable(n) for n in
+                            await request.app[OUTBOX_KEY].history(incident_id)]
     return web.json_response(out, dumps=_dumps)
 
 
@@ -366,6 +413,7 @@ async def incident_action(request: web.Request) -> web.Response:
     except IncidentError as exc:
         status = 404 if str(exc).startswith("no incident") else 409
         raise ApiError(status, str(exc)) from None
+    request.app[SEND_KEY].set()
     return web.json_response(_incident_json(incident), dumps=_dumps)
 
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from alerts.channel_config import Channels
 from alerts.config import IncidentsConfig
 from collector.availability import UnknownPolicy
 from collector.rules import RuleNode, expand_rule, leaves
@@ -75,6 +76,11 @@ class CollectorConfig(StrictModel):
     """Bearer token for write endpoints other than ingest (maintenance, incidents)."""
     systems: tuple[SystemConfig, ...] = ()
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
+    channels: Channels = ()
+    """Where incident notifications go (alerts/channel_config.py; docs/alerts/channels.md)."""
+    public_url: str | None = None
+    """The collector's address as people reach it (https://wardwatch.hospital.local), for the
+    link in notifications."""
 
     @field_validator("timezone")
     @classmethod

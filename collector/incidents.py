@@ -115,7 +115,8 @@ class IncidentService:
         self.store = store
         self.systems = systems
         self.calendar = calendar
-        self._on_change = on_change
+        self.on_change = on_change
+        """Called inside the transaction of every change (the outbox queues messages)."""
         self._columns = [incidents.c[f.name] for f in fields(Incident)]
 
     # -- evaluation -------------------------------------------------------------------------
@@ -480,8 +481,8 @@ class IncidentService:
             note=note[:2000], data=data))
 
     async def _emit(self, conn: AsyncConnection, change: Change, now: datetime) -> None:
-        if self._on_change is not None:
-            await self._on_change(conn, change, now)
+        if self.on_change is not None:
+            await self.on_change(conn, change, now)
 
 
 class _Raced(Exception):

@@ -68,6 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     mlist = maint_sub.add_parser("list", parents=[common], help="list windows")
     mlist.add_argument("--system")
 
+    inc = sub.add_parser("incidents", help="list, show, acknowledge, recover, report, close")
+    inc_sub = inc.add_subparsers(dest="action", required=True)
+    ilist = inc_sub.add_parser("list", parents=[common], help="list incidents, newest first")
+    ilist.add_argument("--state", choices=("open", "recovered", "closed"))
+    ilist.add_argument("--level", type=int, choices=(1, 2, 3, 4))
+    ilist.add_argument("--system")
+    ishow = inc_sub.add_parser("show", parents=[common],
+                               help="one incident with its timeline and overtimes")
+    ishow.add_argument("id")
+    for action, text in (("ack", "acknowledge (响应): sets responded_at once"),
+                         ("recover", "mark the business restored"),
+                         ("report", "record the filed report (报告)"),
+                         ("close", "close a recovered incident")):
+        act = inc_sub.add_parser(action, parents=[common], help=text)
+        act.add_argument("id")
+        act.add_argument("--by", required=True, help="who (kept in the timeline)")
+        act.add_argument("--note", default="")
+        if action == "report":
+            act.add_argument("--ref", help="the report's document number or link")
+
     report = sub.add_parser("report", parents=[common], help="write a report")
     report.add_argument("kind", choices=("availability",))
     report.add_argument("--from", dest="start", help="first day (local) or ISO time; "
@@ -103,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
+        if args.command == "incidents":
+            return asyncio.run(_incidents(args, config))
         return asyncio.run(_admin(args, config))
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -152,6 +174,54 @@ async def _admin(args: argparse.Namespace, config: CollectorConfig) -> int:
     finally:
         await store.close()
     return 0
+
+
+async def _incidents(args: argparse.Namespace, config: CollectorConfig) -> int:
+    from collector.calendar import HolidayCalendar
+    from collector.incidents import IncidentService
+    from collector.outbox import Outbox
+    from collector.systems import Systems
+
+    store = await Store.open(config.store, synchronous=config.store_synchronous)
+    try:
+        calendar = HolidayCalendar.load(config.calendar)
+        service = IncidentService(config, store, Systems(config, store, calendar), calendar)
+        # messages for people's actions are queued; the running collector sends them
+        service.on_change = Outbox(config, store, service).on_change
+        now = utcnow()
+        if args.action == "list":
+            for incident in await service.find(state=args.state, level=args.level,
+                                               system=args.system):
+                print(json.dumps(incident.as_dict(), ensure_ascii=False))
+            return 0
+        incident_id = _incident_number(args.id)
+        if args.action == "show":
+            shown = (await service.get(incident_id)).as_dict()
+            shown["timeline"] = [_plain(e) for e in await service.timeline(incident_id)]
+            shown["overtimes"] = [_plain(o) for o in
+                                  await service.incident_overtimes(incident_id)]
+            print(json.dumps(shown, ensure_ascii=False, indent=2))
+            return 0
+        if args.action == "ack":
+            incident = await service.acknowledge(incident_id, args.by, args.note, now)
+        elif args.action == "recover":
+            incident = await service.recover(incident_id, args.by, args.note, now)
+        elif args.action == "report":
+            incident = await service.report(incident_id, args.by, args.note, args.ref, now)
+        else:
+            incident = await service.close(incident_id, args.by, args.note, now)
+        print(json.dumps(incident.as_dict(), ensure_ascii=False))
+        return 0
+    finally:
+        await store.close()
+
+
+def _incident_number(value: str) -> int:
+    number = value.rsplit("-", 1)[-1] if value.upper().startswith("INC-") else value
+    try:
+        return int(number)
+    except ValueError:
+        raise StoreError(f"{value!r} is not an incident id (a number or INC-YYYY-NNNN)") from None
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:

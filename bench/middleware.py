@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
@@ -86,7 +87,8 @@ class Relay:
             finally:
                 dst.close()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        with contextlib.suppress(asyncio.CancelledError):   # closed by the bench at the end
+            await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
 
     async def close(self) -> None:
         if self.server is not None:

@@ -69,7 +69,7 @@ from yarl import URL
 
 from probes.config import Threshold
 from probes.memory import ProbeMemory
-from probes.result import Cause, Metric, ProbeResult, Status, result, verdict
+from probes.result import Findings, ProbeResult, Status, result, verdict
 from probes.web import Fetched, WebApiCheck, WebClient, WebError
 
 KIND = "weblogic"
@@ -235,11 +235,9 @@ class _Cost:
 
 
 @dataclass
-class _Report:
-    """What one run found: metrics, causes in the order found, details."""
+class _Report(Findings):
+    """What one run found: Findings, plus what the verdict and details need."""
 
-    metrics: list[Metric] = field(default_factory=list)
-    causes: list[Cause] = field(default_factory=list)
     servers: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasources: dict[str, dict[str, Any]] = field(default_factory=dict)
     applications: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -247,14 +245,6 @@ class _Report:
     application_names: set[str] = field(default_factory=set)
     """Names and versionless names (`emr-web` of `emr-web#4.2`) of applications found."""
     requests_per_second: float | None = None
-
-    def metric(self, name: str, value: float | None, **labels: str) -> None:
-        if value is not None:
-            self.metrics.append(Metric(name=name, value=value, labels=labels))
-
-    def cause(self, status: Status, reason: str, text: str) -> None:
-        if status is not Status.OK:
-            self.causes.append(Cause(status, reason, text))
 
 
 async def probe(check: WeblogicCheck, memory: ProbeMemory) -> ProbeResult:
@@ -336,14 +326,14 @@ def _evaluate(check: WeblogicCheck, memory: ProbeMemory, lifecycle: dict[str, An
         if name in check.ignore_servers:
             continue
         if state != "RUNNING":
-            report.cause(Status.CRITICAL, "server_down", f"WebLogic {name} {state}")
+            report.add(Status.CRITICAL, "server_down", f"WebLogic {name} {state}")
         elif name not in runtimes:
-            report.cause(Status.WARNING, "server_unreachable",
+            report.add(Status.WARNING, "server_unreachable",
                          f"WebLogic {name} RUNNING but the admin server could not read its "
                          "runtime")
     for name in check.servers:
         if name not in states:
-            report.cause(Status.CRITICAL, "server_down", f"WebLogic {name} not in the domain")
+            report.add(Status.CRITICAL, "server_down", f"WebLogic {name} not in the domain")
 
     for name, server in runtimes.items():
         _server(report, name, server)
@@ -355,12 +345,12 @@ def _evaluate(check: WeblogicCheck, memory: ProbeMemory, lifecycle: dict[str, An
     deployed_ds = {ds for found in report.datasources.values() for ds in found}
     for ds in check.datasources:
         if ds not in deployed_ds:
-            report.cause(Status.CRITICAL, "datasource_down",
+            report.add(Status.CRITICAL, "datasource_down",
                          f"JDBC {ds} not deployed on any running server")
     deployed_apps = {name.partition("#")[0] for name in report.application_names}
     for app in check.applications:
         if app not in report.application_names:
-            report.cause(Status.CRITICAL, "application_down",
+            report.add(Status.CRITICAL, "application_down",
                          f"App {app} not deployed on any running server")
     memory.forget_except(report.counters)
 
@@ -414,10 +404,10 @@ def _server(report: _Report, name: str, server: dict[str, Any]) -> None:
         report.metric("weblogic_server_info", 1, server=name, version=entry["version"])
     where = f" ({subsystem})" if subsystem else ""
     if health in {"critical", "failed"}:
-        report.cause(Status.CRITICAL, "server_unhealthy",
+        report.add(Status.CRITICAL, "server_unhealthy",
                      f"WebLogic {name} health {health.upper()}{where}")
     elif health in {"warn", "overloaded"}:
-        report.cause(Status.WARNING, "server_unhealthy",
+        report.add(Status.WARNING, "server_unhealthy",
                      f"WebLogic {name} health {health.upper()}{where}")
 
 
@@ -453,7 +443,7 @@ def _threads(check: WeblogicCheck, memory: ProbeMemory, report: _Report, name: s
             (hogging, check.hogging_threads, "hogging_threads", "hogging threads"),
             (pending, check.pending_requests, "requests_queued", "queued requests")):
         if value is not None:
-            report.cause(threshold.evaluate(value), reason,
+            report.add(threshold.evaluate(value), reason,
                          f"WebLogic {name} {label}={value:g}")
 
 
@@ -472,7 +462,7 @@ def _heap(check: WeblogicCheck, report: _Report, name: str, server: dict[str, An
     if limit:
         ratio = used / limit
         report.metric("weblogic_jvm_heap_used_ratio", ratio, server=name)
-        report.cause(check.heap_used_ratio.evaluate(ratio), "heap_high",
+        report.add(check.heap_used_ratio.evaluate(ratio), "heap_high",
                      f"WebLogic {name} heap {ratio:.0%} of {limit / 2**20:.0f} MiB")
 
 
@@ -502,18 +492,18 @@ def _datasources(check: WeblogicCheck, memory: ProbeMemory, report: _Report, nam
                       _number(item, "leakedConnectionCount"), **labels)
         where = f"on {name}"
         if state.lower() == "overloaded":
-            report.cause(Status.CRITICAL, "datasource_exhausted",
+            report.add(Status.CRITICAL, "datasource_exhausted",
                          f"JDBC {ds} Overloaded {where}")
         elif state.lower() != "running":
-            report.cause(Status.CRITICAL, "datasource_down", f"JDBC {ds} {state} {where}")
+            report.add(Status.CRITICAL, "datasource_down", f"JDBC {ds} {state} {where}")
         if waiting is not None:
-            report.cause(check.jdbc_waiting.evaluate(waiting), "datasource_exhausted",
+            report.add(check.jdbc_waiting.evaluate(waiting), "datasource_exhausted",
                          f"JDBC {ds} waiting={waiting:g} {where}")
         limit = max_capacity.get(ds)
         if limit and active is not None:
             report.metric("weblogic_jdbc_max_capacity_connections", limit, **labels)
             report.metric("weblogic_jdbc_active_ratio", active / limit, **labels)
-            report.cause(check.jdbc_active_ratio.evaluate(active / limit),
+            report.add(check.jdbc_active_ratio.evaluate(active / limit),
                          "datasource_exhausted", f"JDBC {ds} active={active:g}/{limit:g} {where}")
         if failures is not None:
             key = f"jdbc/{name}/{ds}/failures_to_reconnect"
@@ -521,7 +511,7 @@ def _datasources(check: WeblogicCheck, memory: ProbeMemory, report: _Report, nam
             rate = memory.rate(key, failures)
             if rate is not None:
                 found[ds]["failed_reconnects_since_last_run"] = rate.delta
-                report.cause(check.jdbc_reconnect_failures.evaluate(rate.delta),
+                report.add(check.jdbc_reconnect_failures.evaluate(rate.delta),
                              "datasource_reconnect_failures",
                              f"JDBC {ds} {rate.delta:g} failed reconnects {where}")
     report.datasources[name] = found
@@ -549,13 +539,13 @@ def _applications(report: _Report, name: str, server: dict[str, Any]) -> None:
         retiring = state == "INACTIVE" and (app.get("applicationName") or app_name) in (
             active_names)
         if state != "ACTIVE" and not retiring:
-            report.cause(Status.CRITICAL, "application_down",
+            report.add(Status.CRITICAL, "application_down",
                          f"App {app_name} {state} on {name}")
         if health in {"critical", "failed"}:
-            report.cause(Status.CRITICAL, "application_unhealthy",
+            report.add(Status.CRITICAL, "application_unhealthy",
                          f"App {app_name} health {health.upper()} on {name}")
         elif health in {"warn", "overloaded"}:
-            report.cause(Status.WARNING, "application_unhealthy",
+            report.add(Status.WARNING, "application_unhealthy",
                          f"App {app_name} health {health.upper()} on {name}")
     report.applications[name] = found
 

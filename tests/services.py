@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -130,3 +131,19 @@ def postgres_available() -> bool:
             return True
     except OSError:
         return False
+
+
+def start_module(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m ARGS` (the agent or the collector) in its own process group, output to
+    `log` (appended, so a restarted process keeps writing to the same file)."""
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Send `sig` (SIGTERM by default; SIGKILL for a crash) to the process group and wait."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)

@@ -12,7 +12,6 @@ import asyncio
 import email
 import email.policy
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import yaml
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, start_module, stop_group, wait_for_port
 
 INTERVAL = 0.5
 
@@ -76,17 +75,6 @@ async def inbox() -> AsyncIterator[tuple[Inbox, int, int]]:
     finally:
         await asyncio.to_thread(controller.stop)
         await runner.cleanup()
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-    proc.wait(timeout=30)
 
 
 async def settled(port: int, incident_id: int, count: int) -> None:
@@ -143,8 +131,8 @@ async def test_fault_to_webhook_and_mail_and_a_restart_keeps_the_reminder(
         "checks": [{"id": "web", "kind": "tcp", "host": "127.0.0.1", "port": refused,
                     "interval": INTERVAL, "timeout": 0.4}]}))
     log = tmp_path / "processes.log"
-    collector = start(["collector", "run", "--config", str(collector_yaml)], log)
-    agent = start(["agent", "run", "--config", str(agent_yaml)], log)
+    collector = start_module(["collector", "run", "--config", str(collector_yaml)], log)
+    agent = start_module(["agent", "run", "--config", str(agent_yaml)], log)
     try:
         await asyncio.to_thread(wait_for_port, collector_port)
         await until(box, lambda: any(p["event"] == "opened" for p in box.posts)
@@ -169,8 +157,8 @@ async def test_fault_to_webhook_and_mail_and_a_restart_keeps_the_reminder(
         # 12 s) is due, and comes back
         incident_id = int(opened["link"].rsplit("/", 1)[1])
         await settled(collector_port, incident_id, 2)
-        stop(collector, signal.SIGKILL)
-        collector = start(["collector", "run", "--config", str(collector_yaml)], log)
+        stop_group(collector, signal.SIGKILL)
+        collector = start_module(["collector", "run", "--config", str(collector_yaml)], log)
         await asyncio.to_thread(wait_for_port, collector_port)
         await until(box, lambda: any(p["event"] == "reminder" for p in box.posts), within=30)
         reminder = next(p for p in box.posts if p["event"] == "reminder")
@@ -178,8 +166,8 @@ async def test_fault_to_webhook_and_mail_and_a_restart_keeps_the_reminder(
         assert reminder["deadline"] == "respond"
         await until(box, lambda: any(p["event"] == "breach" for p in box.posts), within=30)
     finally:
-        stop(agent)
-        stop(collector)
+        stop_group(agent)
+        stop_group(collector)
         print(log.read_text()[-3000:])
     # one incident, the same after the restart; each message once
     events = [p["event"] for p in box.posts]

@@ -5,7 +5,6 @@ show no hole for the outage."""
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -15,20 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, start_module, stop_group, wait_for_port
 
 INTERVAL = 0.5
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig)
-    proc.wait(timeout=30)
 
 
 def test_collector_outage_loses_nothing(tmp_path: Path) -> None:
@@ -50,21 +38,21 @@ def test_collector_outage_loses_nothing(tmp_path: Path) -> None:
         "checks": [{"id": f"c{i}", "kind": "tcp", "host": "127.0.0.1", "port": agent_port,
                     "interval": INTERVAL, "timeout": 0.4} for i in range(5)]}))
     log = tmp_path / "processes.log"
-    collector = start(["collector", "run", "--config", str(collector_yaml)], log)
-    agent = start(["agent", "run", "--config", str(agent_yaml)], log)
+    collector = start_module(["collector", "run", "--config", str(collector_yaml)], log)
+    agent = start_module(["agent", "run", "--config", str(agent_yaml)], log)
     try:
         wait_for_port(collector_port)
         wait_for_port(agent_port)
         time.sleep(2)   # results flow
-        stop(collector, signal.SIGKILL)
+        stop_group(collector, signal.SIGKILL)
         time.sleep(4)   # the outage: ~40 results wait in the agent's spool
-        collector = start(["collector", "run", "--config", str(collector_yaml)], log)
+        collector = start_module(["collector", "run", "--config", str(collector_yaml)], log)
         wait_for_port(collector_port)
         time.sleep(2)   # the spool drains, new results flow
-        stop(agent)     # graceful: the last results are pushed
+        stop_group(agent)     # graceful: the last results are pushed
     finally:
-        stop(agent, signal.SIGKILL)
-        stop(collector)
+        stop_group(agent, signal.SIGKILL)
+        stop_group(collector)
 
     import sqlite3
 

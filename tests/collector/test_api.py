@@ -21,6 +21,8 @@ from tests.services import free_port, needs
 
 
 class Api:
+    """A client for the collector app under test, and the app's store."""
+
     def __init__(self, url: str, app: web.Application) -> None:
         self.url = url
         self.app = app
@@ -31,6 +33,11 @@ class Api:
         async with aiohttp.ClientSession() as session, session.request(
                 method, self.url + path, json=body, params=params) as resp:
             return resp.status, await resp.json()
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as session, session.get(
+                self.url + "/metrics") as resp:
+            return await resp.text()
 
 
 @pytest.fixture

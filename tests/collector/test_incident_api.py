@@ -8,33 +8,15 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from collector.app import STORE_KEY, create_app, evaluate_incidents
+from collector.app import create_app, evaluate_incidents
 from collector.config import parse_collector_config
-from collector.store import Store, utcnow
+from collector.store import utcnow
 from probes.result import CheckResult, Status
+from tests.collector.test_api import Api
 from tests.services import free_port
-
-
-class Api:
-    def __init__(self, url: str, app: web.Application) -> None:
-        self.url = url
-        self.app = app
-        self.store: Store = app[STORE_KEY]
-
-    async def call(self, method: str, path: str, body: Any = None,
-                   **params: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as session, session.request(
-                method, self.url + path, json=body, params=params) as resp:
-            return resp.status, await resp.json()
-
-    async def metrics(self) -> str:
-        async with aiohttp.ClientSession() as session, session.get(
-                self.url + "/metrics") as resp:
-            return await resp.text()
 
 
 @pytest.fixture

@@ -98,6 +98,23 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 )
 
 
+class AlertmanagerConfig(StrictModel):
+    """How Alertmanager alerts map to incidents (alerts/alertmanager.py)."""
+
+    level_label: str = "severity"
+    levels: dict[str, int] = Field(default_factory=lambda: {
+        "page": 1, "emergency": 1, "critical": 2, "warning": 3})
+    system_label: str = "system"
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, level in value.items():
+            if level not in (1, 2, 3, 4):
+                raise ValueError(f"levels.{name}: {level} is not a level 1-4")
+        return {name.lower(): level for name, level in value.items()}
+
+
 class IncidentsConfig(StrictModel):
     enabled: bool = True
     confirm: Confirm = Field(default_factory=Confirm)
@@ -114,6 +131,7 @@ class IncidentsConfig(StrictModel):
     level-1 incident's 10-minute response time)."""
     evaluate_every: Duration = 5.0
     """Incidents are evaluated after each ingest and at least this often."""
+    alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
     year_start: str = "01-01"
     """The service year's first day (MM-DD), for the yearly overtime counts."""
     major_breach: dict[int, int] = Field(default_factory=lambda: {1: 5, 2: 11})

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from alerts import alertmanager
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
 from collector.incidents import Incident, IncidentError, IncidentService
@@ -147,6 +148,7 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app.router.add_get("/api/v1/availability", availability)
     app.router.add_get("/api/v1/maintenance", list_maintenance)
     app.router.add_post("/api/v1/maintenance", add_maintenance)
+    app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
     app.router.add_get("/api/v1/incidents", list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", show_incident)
     app.router.add_post("/api/v1/incidents/{id}/{action}", incident_action)
@@ -328,6 +330,33 @@ async def _dispatch_forever(app: web.Application) -> None:
             async with asyncio.timeout(wait):
                 await wake.wait()
         wake.clear()
+
+
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    """Alertmanager's webhook (version 4): a firing group opens or updates its incident, a
+    resolved group recovers it (docs/incidents.md). Configure Alertmanager with
+    `http_config: {authorization: {credentials_file: …}}` holding the admin token."""
+    _require_admin(request)
+    try:
+        note = alertmanager.Notification.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise ApiError(400, _first_errors(exc).replace("invalid batch", "invalid payload")
+                       ) from None
+    service = request.app[INCIDENTS_KEY]
+    config = request.app[CONFIG_KEY].incidents.alertmanager
+    now = utcnow()
+    key = alertmanager.incident_key(note.groupKey)
+    if note.status == "resolved":
+        changes = await service.resolve_external(key, min(alertmanager.resolved_at(note), now),
+                                                 "alertmanager", now)
+    else:
+        want = alertmanager.wanted(config, note)
+        changes = [] if want is None else await service.raise_external(
+            want, "alertmanager", now, alertmanager.describe(note))
+    if changes:
+        request.app[SEND_KEY].set()
+    return web.json_response({"incidents": [_incident_json(c.incident) for c in changes],
+                              "events": [c.event for c in changes]}, dumps=_dumps)
 
 
 class IncidentAction(BaseModel):

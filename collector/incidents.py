@@ -184,7 +184,8 @@ class IncidentService:
                                       .where(incidents.c.open_key == key))).first()
         return Incident(*row) if row else None
 
-    async def _open_or_reopen(self, want: Wanted, now: datetime) -> Change:
+    async def _open_or_reopen(self, want: Wanted, now: datetime, source: str = "probe"
+                              ) -> Change:
         merge_from = want.opened_at - timedelta(seconds=self.rules.merge_window)
         async with self.store.transaction() as conn:
             previous = (await conn.execute(
@@ -196,7 +197,7 @@ class IncidentService:
             clocks = self._clocks(want.level, want.level_since, None)
             try:
                 incident_id = (await conn.execute(incidents.insert().values(
-                    key=want.key, open_key=want.key, source="probe", system=want.system_id,
+                    key=want.key, open_key=want.key, source=source, system=want.system_id,
                     level=want.level, state="open", title=want.title, cause=want.cause,
                     opened_at=want.opened_at, detected_at=now, level_since=want.level_since,
                     respond_by=clocks.respond_by, recover_by=clocks.recover_by,
@@ -289,6 +290,36 @@ class IncidentService:
             change = Change(recovered, "recovered")
             await self._emit(conn, change, now)
         return change
+
+    # -- raised elsewhere (Alertmanager) ---------------------------------------------------
+
+    async def raise_external(self, want: Wanted, source: str, now: datetime,
+                             data: dict[str, Any]) -> list[Change]:
+        """An incident from outside the probes: opened (or re-opened within the merge
+        window), escalated or updated like a system's; not opened inside a maintenance
+        window of a configured system."""
+        current = await self._open(want.key)
+        if current is not None:
+            return await self._update(current, want, now)
+        if any(s.id == want.system_id for s in self.config.systems):
+            windows = await self.store.maintenance_windows(
+                system=want.system_id, start=now, end=now + timedelta(microseconds=1))
+            if windows:
+                return []
+        try:
+            change = await self._open_or_reopen(want, now, source)
+        except _Raced:
+            return []
+        async with self.store.transaction() as conn:
+            await self._event(conn, change.incident, now, "received", source, "", data)
+        return [change]
+
+    async def resolve_external(self, key: str, at: datetime, by: str, now: datetime
+                               ) -> list[Change]:
+        current = await self._open(key)
+        if current is None:
+            return []
+        return [await self._recover(current, at, by, f"{by}: resolved", now)]
 
     # -- people -----------------------------------------------------------------------------
 

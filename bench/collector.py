@@ -678,6 +678,9 @@ def ingest_run(label: str, store_url: str, synchronous: str, payload: Path, expe
         text = metrics_body.decode()
         server_sum = metric_value(text, "wardwatch_collector_ingest_duration_seconds_sum")
         server_count = metric_value(text, "wardwatch_collector_ingest_duration_seconds_count")
+        evaluations = {
+            "count": metric_value(text, "wardwatch_collector_incident_evaluation_seconds_count"),
+            "sum_s": metric_value(text, "wardwatch_collector_incident_evaluation_seconds_sum")}
         rss1 = memory_kb(collector.proc.pid)
     finally:
         if spy is not None:
@@ -702,6 +705,7 @@ def ingest_run(label: str, store_url: str, synchronous: str, payload: Path, expe
         "server_ingest_mean_ms": (server_sum / server_count * 1000
                                   if server_sum and server_count else None),
         "collector_rss_kb": {"before": rss0, "after": rss1},
+        "incident_evaluations": evaluations,
         "stored": counts, "expected_results": expected,
         "all_stored": counts["results"] == expected,
         "errors": timed["errors"] + load["warmup"]["errors"],
@@ -718,6 +722,10 @@ def ingest_run(label: str, store_url: str, synchronous: str, payload: Path, expe
         f"{record['load_cpu_pct_of_core']:.0f}%; stored {counts['results']:,}/{expected:,} "
         f"results, {counts['intervals']:,} intervals; quarters "
         f"{[round(q) for q in timed['results_per_s_by_quarter']]}")
+    if evaluations["count"]:
+        log(f"  {label}: incident evaluations during the run: {evaluations['count']:.0f}, "
+            f"{evaluations['sum_s']:.2f} s in all, "
+            f"{evaluations['sum_s'] / evaluations['count'] * 1000:.1f} ms each")
     return record
 
 

@@ -129,14 +129,20 @@ class IncidentService:
             return changes
         by_id = {s.id: s for s in self.config.systems}
         chosen = [s for s in self.config.systems if only is None or s.id in only]
-        snaps = {s.id: await self._snapshot(s, now) for s in chosen}
+        # one read each for what every system needs: open incidents, windows in force now
+        open_now = await self._open_incidents()
+        windows = await self.store.maintenance_windows(start=now,
+                                                       end=now + timedelta(microseconds=1))
+        in_maintenance = {w.system for w in windows}
         for system in chosen:
-            host = None
-            for other in system.depends_on:
-                if await self._open(f"system:{other}") is not None:
-                    host = by_id[other]
-                    break
-            changes += await self._reconcile(system, snaps[system.id], now, host)
+            snap = await self._snapshot(system, now, system.id in in_maintenance)
+            host = next((by_id[other] for other in system.depends_on
+                         if f"system:{other}" in open_now), None)
+            changes += await self._reconcile(system, snap, now, host,
+                                             open_now.get(f"system:{system.id}"))
+            for change in changes:   # a host opened in this round counts for the next system
+                if change.incident.open_key is not None:
+                    open_now[change.incident.open_key] = change.incident
         if only is None:
             changes += await self.count_overtimes(now)
         return changes
@@ -145,19 +151,23 @@ class IncidentService:
         """The systems that have any of these (agent, check) pairs as members."""
         return {s.id for s in self.config.systems if member_checks(s, checks)}
 
-    async def _snapshot(self, system: SystemConfig, now: datetime) -> SystemSnapshot:
+    async def _open_incidents(self) -> dict[str, Incident]:
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(*self._columns)
+                                       .where(incidents.c.open_key.is_not(None)))).all()
+        return {row.open_key: Incident(*row) for row in rows}
+
+    async def _snapshot(self, system: SystemConfig, now: datetime, in_maintenance: bool
+                        ) -> SystemSnapshot:
         state, members = await self.systems.snapshot(system, now)
-        windows = await self.store.maintenance_windows(system=system.id, start=now,
-                                                       end=now + timedelta(microseconds=1))
         return SystemSnapshot(system_id=system.id, name=system.name, core=system.core,
                               state=state.state, state_since=state.since,
                               state_cause=state.cause, members=members,
-                              in_maintenance=bool(windows))
+                              in_maintenance=in_maintenance)
 
     async def _reconcile(self, system: SystemConfig, snap: SystemSnapshot, now: datetime,
-                         host: SystemConfig | None) -> list[Change]:
-        key = f"system:{system.id}"
-        current = await self._open(key)
+                         host: SystemConfig | None, current: Incident | None
+                         ) -> list[Change]:
         want = wanted(self.rules, snap, now)
         if current is not None:
             if not still_failing(self.rules, snap, now):

@@ -236,40 +236,53 @@ async def _incident_loop(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+FULL_EVALUATION_EVERY_S = 60.0
+"""Every system, even one with nothing failing (silence, a window that ended), this often."""
+
+
 async def _evaluate_forever(app: web.Application) -> None:
-    """Systems with new failing evidence right after ingest; every system (time passing:
-    confirmation by duration, silence, deadlines) at least every `evaluate_every`."""
+    """Systems with new failing evidence right after ingest; the systems being watched
+    (something failing or an incident open) every `evaluate_every`; every system every
+    FULL_EVALUATION_EVERY_S."""
     wake = app[WAKE_KEY]
+    service = app[INCIDENTS_KEY]
     every = app[CONFIG_KEY].incidents.evaluate_every
     loop = asyncio.get_running_loop()
-    last_full = loop.time()
+    last_watch = last_full = -FULL_EVALUATION_EVERY_S
     while True:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.0, last_full + every - loop.time())):
+            async with asyncio.timeout(max(0.0, last_watch + every - loop.time())):
                 await wake.wait()
         wake.clear()
-        full = loop.time() - last_full >= every
         attention = app[ATTENTION_KEY].copy()
         app[ATTENTION_KEY].clear()
+        now = loop.time()
         try:
-            if full:
-                last_full = loop.time()
+            if now - last_full >= FULL_EVALUATION_EVERY_S:
+                last_full = last_watch = now
                 await evaluate_incidents(app)
+            elif now - last_watch >= every:
+                last_watch = now
+                await evaluate_incidents(app, service.watching | service.systems_of(attention),
+                                         deadlines=True)
             elif attention:
-                await evaluate_incidents(app, app[INCIDENTS_KEY].systems_of(attention))
+                await evaluate_incidents(app, service.systems_of(attention))
         except Exception:   # keep the service up; the next round tries again
             log.exception("incident evaluation failed")
         await asyncio.sleep(INCIDENT_GAP_S)
 
 
-async def evaluate_incidents(app: web.Application, only: set[str] | None = None) -> None:
+async def evaluate_incidents(app: web.Application, only: set[str] | None = None, *,
+                             deadlines: bool = False) -> None:
+    """Evaluate every system (or `only` these); overtimes are counted on full rounds and,
+    with `deadlines`, on partial ones too."""
     started = time.perf_counter()
     service = app[INCIDENTS_KEY]
     m = app[METRICS_KEY]
     now = utcnow()
-    if only is not None and not only:
-        return
-    changes = await service.evaluate(now, only)
+    changes = await service.evaluate(now, only) if only is None or only else []
+    if only is not None and deadlines:
+        changes += await service.count_overtimes(now)
     if changes:
         app[SEND_KEY].set()   # messages were queued with the changes
     for change in changes:

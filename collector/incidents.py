@@ -118,6 +118,10 @@ class IncidentService:
         self.on_change = on_change
         """Called inside the transaction of every change (the outbox queues messages)."""
         self._columns = [incidents.c[f.name] for f in fields(Incident)]
+        self.watching: set[str] = set()
+        """Systems whose last evaluation found something failing (confirmed or not) or that
+        have an open incident: time alone can change their incident (confirmation by
+        duration, deadlines, silence), so the frequent rounds look at them only."""
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -168,6 +172,10 @@ class IncidentService:
     async def _reconcile(self, system: SystemConfig, snap: SystemSnapshot, now: datetime,
                          host: SystemConfig | None, current: Incident | None
                          ) -> list[Change]:
+        if current is not None or still_failing(self.rules, snap, now):
+            self.watching.add(system.id)
+        else:
+            self.watching.discard(system.id)
         want = wanted(self.rules, snap, now)
         if current is not None:
             if not still_failing(self.rules, snap, now):

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alerts import alertmanager
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
+from collector.findings import FindingsService
 from collector.incidents import Incident, IncidentError, IncidentService
 from collector.outbox import Outbox
 from collector.period import PeriodError, parse_period
@@ -129,6 +130,7 @@ INCIDENTS_KEY = web.AppKey("incidents", IncidentService)
 WAKE_KEY = web.AppKey("wake_incidents", asyncio.Event)
 ATTENTION_KEY = web.AppKey("attention", set[tuple[str, str]])
 OUTBOX_KEY = web.AppKey("outbox", Outbox)
+FINDINGS_KEY = web.AppKey("findings", FindingsService)
 SEND_KEY = web.AppKey("wake_outbox", asyncio.Event)
 METRICS_KEY = web.AppKey("metrics", CollectorMetrics)
 
@@ -149,6 +151,8 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app.router.add_get("/api/v1/maintenance", list_maintenance)
     app.router.add_post("/api/v1/maintenance", add_maintenance)
     app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
+    app.router.add_get("/api/v1/patches", fleet_patches)
+    app.router.add_get("/api/v1/hosts/{host}/patches", host_patches)
     app.router.add_get("/api/v1/incidents", list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", show_incident)
     app.router.add_post("/api/v1/incidents/{id}/{action}", incident_action)
@@ -172,6 +176,7 @@ def _open_store(url: str, config: CollectorConfig
         app[INCIDENTS_KEY] = service
         app[OUTBOX_KEY] = outbox
         app[SEND_KEY] = asyncio.Event()
+        app[FINDINGS_KEY] = FindingsService(store)
         app[WAKE_KEY] = asyncio.Event()
         app[ATTENTION_KEY] = set()
         yield
@@ -372,6 +377,20 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
                               "events": [c.event for c in changes]}, dumps=_dumps)
 
 
+async def fleet_patches(request: web.Request) -> web.Response:
+    """Per host: the latest patch inventory and its open findings by severity."""
+    return web.json_response(await request.app[FINDINGS_KEY].fleet(), dumps=_dumps)
+
+
+async def host_patches(request: web.Request) -> web.Response:
+    """One host's inventory history and every finding, open and fixed, with time to fix."""
+    host = request.match_info["host"]
+    found = await request.app[FINDINGS_KEY].host(host)
+    if not found["inventories"] and not found["findings"]:
+        raise ApiError(404, f"no patch or hardening data for host {host!r}")
+    return web.json_response(found, dumps=_dumps)
+
+
 class IncidentAction(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -527,6 +546,13 @@ async def ingest(request: web.Request) -> web.Response:
     m.batches.inc()
     m.agent_last_seen.labels(agent_id).set(now.timestamp())
     m.ingest_seconds.observe(time.perf_counter() - started)
+    inventory = [r for r in batch.results if r.kind in ("patches", "hardening")]
+    if inventory and outcome.accepted:
+        try:   # after the commit: the results are safe whatever happens here
+            await request.app[FINDINGS_KEY].observe(inventory)
+        except Exception:
+            log.exception("deriving findings from %d results of %s failed", len(inventory),
+                          agent_id)
     if outcome.attention:
         # a failing result or a state change: the systems it belongs to are evaluated now
         request.app[ATTENTION_KEY].update(outcome.attention)

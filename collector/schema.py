@@ -242,3 +242,39 @@ notifications = Table(
     Index(None, "state", "due_at"),
 )
 """The outbox: every message due to a channel, and what became of it."""
+
+inventories = Table(
+    "inventories", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(128), nullable=False),
+    Column("check_id", String(128), nullable=False),
+    Column("result_id", String(36), nullable=False, unique=True),
+    Column("collected_at", UtcDateTime, nullable=False),
+    Column("summary", JSON, nullable=False),
+    # the full package list when the agent sent it (it sends it when it changed)
+    Column("packages", JSON, nullable=True),
+    Column("packages_hash", String(64), nullable=True),
+    Index(None, "host", "collected_at"),
+)
+"""Patch inventory snapshots per host over time (OS, kernel, reboot, pending updates)."""
+
+findings = Table(
+    "findings", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(128), nullable=False),
+    Column("check_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("key", String(256), nullable=False),
+    # host + key while the finding is open, else NULL: one open finding per host and key
+    Column("open_key", String(400), nullable=True, unique=True),
+    Column("title", Text, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("fixed_at", UtcDateTime, nullable=True),
+    Column("data", JSON, nullable=False),
+    Index(None, "host", "key"),
+    Index(None, "first_seen"),
+)
+"""Security findings (pending security updates, failed hardening checks) with first seen,
+last seen and fixed — time to fix is evidence for the contract's 100 % remediation."""

@@ -1,0 +1,196 @@
+"""Patch inventories and security findings, derived from the results of `patches` and
+`hardening` checks as they arrive.
+
+A `patches` result becomes an inventory snapshot of its host (OS, kernel, reboot flag,
+pending updates; the package list when the agent sent it) and opens a finding per pending
+*security* update (`update:<package>`); a `hardening` result opens a finding per failed check
+(`hardening:<policy>.<check>`). A finding is fixed when a later result of the same check no
+longer shows it — the scan verifies the fix, nobody's word does — and `fixed_at - first_seen`
+is its time to fix. One open finding per host and key is a database constraint. Nothing is
+ever deleted: this is the evidence of the contract's 100 % security remediation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from collector.schema import findings, inventories
+from collector.store import Store
+from probes.result import CheckResult
+
+log = logging.getLogger("wardwatch.collector.findings")
+
+SEVERITIES = ("critical", "high", "medium", "low")
+# repository and MSRC words on one scale
+_SEVERITY = {"critical": "critical", "important": "high", "high": "high",
+             "moderate": "medium", "medium": "medium", "low": "low"}
+
+
+def _severity(value: Any, default: str = "medium") -> str:
+    return _SEVERITY.get(str(value or "").strip().lower(), default)
+
+
+def _found_in(result: CheckResult) -> dict[str, dict[str, Any]] | None:
+    """key -> finding of one result; None when the result cannot tell (the inventory could
+    not read the pending updates), so that nothing is marked fixed on missing evidence."""
+    details = result.details
+    if result.kind == "patches":
+        pending = details.get("pending")
+        if not isinstance(pending, list):
+            return None
+        out: dict[str, dict[str, Any]] = {}
+        for update in pending:
+            if not isinstance(update, dict) or not update.get("security"):
+                continue
+            name = str(update.get("name", "?"))
+            advisories = [str(a) for a in update.get("advisories") or []]
+            out[f"update:{name}"] = {
+                "kind": "update", "severity": _severity(update.get("severity"), "medium"),
+                "title": f"{name} {update.get('current') or '?'} → {update.get('available')}",
+                "data": {"package": name, "current": update.get("current"),
+                         "available": update.get("available"), "advisories": advisories,
+                         "repo": update.get("repo", "")}}
+        return out
+    if result.kind == "hardening":
+        items = details.get("findings")
+        if not isinstance(items, list):
+            return None
+        out = {}
+        for item in items:
+            if not isinstance(item, dict) or item.get("result") != "failed":
+                continue
+            key = f"hardening:{item.get('policy')}.{item.get('id')}"
+            out[key] = {"kind": "hardening", "severity": _severity(item.get("severity")),
+                        "title": str(item.get("title", key)),
+                        "data": {k: item.get(k) for k in ("policy", "id", "evidence",
+                                                          "remediation", "dengbao")}}
+        return out
+    return None
+
+
+class FindingsService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def observe(self, results: Iterable[CheckResult]) -> int:
+        """Record the inventories and findings these results carry; returns how many
+        findings were opened or fixed."""
+        changed = 0
+        for result in sorted((r for r in results if r.kind in ("patches", "hardening")),
+                             key=lambda r: r.started_at):
+            async with self.store.transaction() as conn:
+                if result.kind == "patches":
+                    await self._inventory(conn, result)
+                found = _found_in(result)
+                if found is not None:
+                    changed += await self._reconcile(conn, result, found)
+        return changed
+
+    async def _inventory(self, conn: AsyncConnection, result: CheckResult) -> None:
+        d = result.details
+        pending = d.get("pending") if isinstance(d.get("pending"), list) else None
+        summary = {
+            "os": d.get("os"), "package_manager": d.get("package_manager"),
+            "kernel": d.get("kernel"), "reboot_required": d.get("reboot_required"),
+            "reboot_reasons": d.get("reboot_reasons"),
+            "pending": None if pending is None else len(pending),
+            "security_pending": None if pending is None
+            else sum(1 for u in pending if isinstance(u, dict) and u.get("security")),
+            "packages_count": d.get("packages_count"), "errors": d.get("errors"),
+            "status": result.status.value, "summary": result.summary}
+        await conn.execute(self.store._insert_ignore(inventories).values(
+            host=result.agent_id, check_id=result.check_id, result_id=str(result.id),
+            collected_at=result.started_at, summary=summary,
+            packages=d.get("packages") if isinstance(d.get("packages"), list) else None,
+            packages_hash=d.get("packages_hash")))
+
+    async def _reconcile(self, conn: AsyncConnection, result: CheckResult,
+                         found: dict[str, dict[str, Any]]) -> int:
+        host, at = result.agent_id, result.started_at
+        kind = "update" if result.kind == "patches" else "hardening"
+        open_rows = {row.key: row for row in (await conn.execute(
+            sa.select(findings.c.id, findings.c.key, findings.c.last_seen).where(
+                findings.c.host == host, findings.c.check_id == result.check_id,
+                findings.c.kind == kind, findings.c.fixed_at.is_(None)))).all()}
+        changed = 0
+        for key, item in found.items():
+            row = open_rows.get(key)
+            if row is not None:
+                if at > row.last_seen:
+                    await conn.execute(findings.update().where(findings.c.id == row.id)
+                                       .values(last_seen=at, title=item["title"],
+                                               severity=item["severity"], data=item["data"]))
+                continue
+            inserted = await conn.execute(self.store._insert_ignore(findings).values(
+                host=host, check_id=result.check_id, kind=item["kind"], key=key,
+                open_key=f"{host}|{key}", title=item["title"], severity=item["severity"],
+                first_seen=at, last_seen=at, data=item["data"]))
+            changed += inserted.rowcount or 0
+        for key, row in open_rows.items():
+            if key not in found and at >= row.last_seen:
+                await conn.execute(findings.update().where(findings.c.id == row.id)
+                                   .values(fixed_at=at, open_key=None))
+                changed += 1
+        return changed
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def fleet(self) -> list[dict[str, Any]]:
+        """Per host: the latest inventory and its open findings by severity."""
+        latest = (sa.select(inventories.c.host, sa.func.max(inventories.c.id).label("id"))
+                  .group_by(inventories.c.host).subquery())
+        query = (sa.select(inventories.c.host, inventories.c.collected_at,
+                           inventories.c.summary)
+                 .join(latest, inventories.c.id == latest.c.id)
+                 .order_by(inventories.c.host))
+        counts = (sa.select(findings.c.host, findings.c.severity, sa.func.count())
+                  .where(findings.c.fixed_at.is_(None))
+                  .group_by(findings.c.host, findings.c.severity))
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            by_host: dict[str, dict[str, int]] = {}
+            for host, severity, n in (await conn.execute(counts)).all():
+                by_host.setdefault(host, dict.fromkeys(SEVERITIES, 0))[severity] = int(n)
+        hosts = {row.host for row in rows} | set(by_host)
+        out = []
+        for host in sorted(hosts):
+            row = next((r for r in rows if r.host == host), None)
+            out.append({"host": host,
+                        "collected_at": row.collected_at.isoformat() if row else None,
+                        "inventory": row.summary if row else None,
+                        "open_findings": by_host.get(host, dict.fromkeys(SEVERITIES, 0))})
+        return out
+
+    async def host(self, host: str, limit: int = 200) -> dict[str, Any]:
+        """A host's inventory history (newest first) and every finding, open and fixed."""
+        inv = (sa.select(inventories.c.check_id, inventories.c.collected_at,
+                         inventories.c.summary)
+               .where(inventories.c.host == host)
+               .order_by(inventories.c.collected_at.desc()).limit(limit))
+        found = (sa.select(findings.c.id, findings.c.kind, findings.c.key, findings.c.title,
+                           findings.c.severity, findings.c.first_seen, findings.c.last_seen,
+                           findings.c.fixed_at, findings.c.data)
+                 .where(findings.c.host == host).order_by(findings.c.first_seen))
+        async with self.store.engine.connect() as conn:
+            inventory_rows = (await conn.execute(inv)).mappings().all()
+            finding_rows = (await conn.execute(found)).mappings().all()
+        return {
+            "host": host,
+            "inventories": [{**dict(r), "collected_at": r["collected_at"].isoformat()}
+                            for r in inventory_rows],
+            "findings": [_finding_json(dict(r)) for r in finding_rows],
+        }
+
+
+def _finding_json(row: dict[str, Any]) -> dict[str, Any]:
+    fixed: datetime | None = row["fixed_at"]
+    first: datetime = row["first_seen"]
+    return {**{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()},
+            "state": "fixed" if fixed else "open",
+            "time_to_fix_s": (fixed - first).total_seconds() if fixed else None}

@@ -1,0 +1,106 @@
+"""Patch inventories and security findings from `patches` and `hardening` results pushed to a
+real collector app: opened, kept, fixed by a later scan (with time to fix), never fixed on
+missing evidence; the fleet and host APIs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+
+from collector.store import utcnow
+from probes.result import CheckResult, Status
+from tests.collector.test_api import Api
+from tests.collector.test_incident_api import api  # noqa: F401 (the fixture)
+
+T0 = utcnow().replace(microsecond=0) - timedelta(days=10)
+
+
+def patches(at_days: float, pending: list[dict[str, Any]] | None) -> CheckResult:
+    security = [u for u in pending or [] if u["security"]]
+    return CheckResult(
+        agent_id="his-01", check_id="patches", kind="patches",
+        status=Status.WARNING if security else Status.OK,
+        reason="security_updates_pending" if security else "ok",
+        started_at=T0 + timedelta(days=at_days), duration_s=3.2, interval_s=21600,
+        summary="Kylin V10: …",
+        details={"os": {"id": "kylin", "name": "Kylin Linux Advanced Server", "version": "V10",
+                        "family": "rhel"},
+                 "package_manager": "dnf", "kernel": {"running": "4.19.90-52",
+                                                      "newest_installed": "4.19.90-52"},
+                 "reboot_required": False, "reboot_reasons": [], "pending": pending,
+                 "errors": [], "packages": [["openssl", "1.1.1f-4", "x86_64", 1700000000]],
+                 "packages_hash": "ab12"})
+
+
+def update(name: str, severity: str | None, security: bool = True) -> dict[str, Any]:
+    return {"name": name, "current": "1.0", "available": "1.1", "security": security,
+            "severity": severity, "advisories": ["KYSA-2026-1001"], "repo": "ks10-adv-updates"}
+
+
+def hardening(at_days: float, failed: list[str]) -> CheckResult:
+    items = [{"policy": "nginx", "id": check, "title": f"nginx {check}", "severity": "high",
+              "result": "failed" if check in failed else "passed", "evidence": "nginx.conf:12",
+              "remediation": "set it", "dengbao": ["8.1.4.4 d)"]}
+             for check in ("server_tokens", "autoindex")]
+    return CheckResult(agent_id="his-01", check_id="hardening", kind="hardening",
+                       status=Status.WARNING if failed else Status.OK,
+                       reason="hardening_failed" if failed else "ok",
+                       started_at=T0 + timedelta(days=at_days), duration_s=0.4,
+                       summary="", details={"findings": items})
+
+
+async def push(api: Api, *results: CheckResult) -> None:  # noqa: F811
+    token = getattr(api, "_token", None)
+    if token is None:
+        token = await api.store.add_agent("his-01", utcnow())
+        api._token = token  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as session, session.post(
+            api.url + "/api/v1/results", headers={"Authorization": f"Bearer {token}"},
+            data=f'{{"agent_id": "his-01", "results": '
+                 f'[{",".join(r.model_dump_json() for r in results)}]}}',
+            ) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_findings_open_and_are_fixed_by_a_later_scan(api: Api) -> None:  # noqa: F811
+    await push(api, patches(0, [update("openssl", "Important"), update("vim", None, False)]),
+               hardening(0, ["server_tokens", "autoindex"]))
+    await push(api, patches(1, [update("openssl", "Important"), update("sudo", "Critical")]))
+    # the inventory could not read pending updates: nothing is marked fixed
+    await push(api, patches(2, None))
+    day3 = patches(3, [update("sudo", "Critical")])
+    await push(api, day3, hardening(3, ["autoindex"]))
+    status, host = await api.call("GET", "/api/v1/hosts/his-01/patches")
+    assert status == 200
+    by_key = {f["key"]: f for f in host["findings"]}
+    assert set(by_key) == {"update:openssl", "update:sudo", "hardening:nginx.server_tokens",
+                           "hardening:nginx.autoindex"}   # vim is not a security update
+    openssl = by_key["update:openssl"]
+    assert openssl["state"] == "fixed" and openssl["severity"] == "high"
+    assert openssl["time_to_fix_s"] == 3 * 86400            # first seen day 0, gone on day 3
+    assert by_key["update:sudo"]["state"] == "open"
+    assert by_key["update:sudo"]["severity"] == "critical"
+    assert by_key["hardening:nginx.server_tokens"]["state"] == "fixed"
+    assert by_key["hardening:nginx.autoindex"]["data"]["dengbao"] == ["8.1.4.4 d)"]
+    assert len(host["inventories"]) == 4
+    assert host["inventories"][0]["summary"]["security_pending"] == 1
+    assert host["inventories"][1]["summary"]["pending"] is None
+
+    status, fleet = await api.call("GET", "/api/v1/patches")
+    assert status == 200
+    [row] = fleet
+    assert row["host"] == "his-01" and row["inventory"]["os"]["name"].startswith("Kylin")
+    assert row["open_findings"] == {"critical": 1, "high": 1, "medium": 0, "low": 0}
+
+    # a replayed result (the agent did not see the 200) changes nothing
+    await push(api, day3)
+    _, again = await api.call("GET", "/api/v1/hosts/his-01/patches")
+    assert again["findings"] == host["findings"]
+    assert len(again["inventories"]) == 4
+
+
+async def test_unknown_host_is_404(api: Api) -> None:  # noqa: F811
+    status, reply = await api.call("GET", "/api/v1/hosts/nobody/patches")
+    assert status == 404 and "no patch or hardening data" in reply["error"]

@@ -153,6 +153,10 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app.router.add_post("/api/v1/alertmanager", alertmanager_webhook)
     app.router.add_get("/api/v1/patches", fleet_patches)
     app.router.add_get("/api/v1/hosts/{host}/patches", host_patches)
+    app.router.add_get("/api/v1/rectifications", list_rectifications)
+    app.router.add_post("/api/v1/rectifications", add_rectification)
+    app.router.add_get("/api/v1/waivers", list_waivers)
+    app.router.add_post("/api/v1/waivers", add_waiver)
     app.router.add_get("/api/v1/incidents", list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", show_incident)
     app.router.add_post("/api/v1/incidents/{id}/{action}", incident_action)
@@ -379,16 +383,96 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
 
 async def fleet_patches(request: web.Request) -> web.Response:
     """Per host: the latest patch inventory and its open findings by severity."""
-    return web.json_response(await request.app[FINDINGS_KEY].fleet(), dumps=_dumps)
+    return web.json_response(await request.app[FINDINGS_KEY].fleet(utcnow()), dumps=_dumps)
 
 
 async def host_patches(request: web.Request) -> web.Response:
     """One host's inventory history and every finding, open and fixed, with time to fix."""
     host = request.match_info["host"]
-    found = await request.app[FINDINGS_KEY].host(host)
+    found = await request.app[FINDINGS_KEY].host(host, utcnow())
     if not found["inventories"] and not found["findings"]:
         raise ApiError(404, f"no patch or hardening data for host {host!r}")
     return web.json_response(found, dumps=_dumps)
+
+
+class RectificationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = Field(min_length=1, max_length=2000)
+    issued_by: str = Field(min_length=1, max_length=128)
+    issued_at: datetime
+    due_at: datetime
+    findings: list[int] = Field(min_length=1, max_length=10_000)
+    note: str = Field(default="", max_length=4000)
+    by: str = Field(default="api", min_length=1, max_length=128)
+
+
+class WaiverRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, max_length=128)
+    key: str = Field(min_length=1, max_length=256)
+    accepted_by: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=4000)
+    expires_at: datetime
+    by: str = Field(default="api", min_length=1, max_length=128)
+
+
+def _aware(*values: datetime) -> None:
+    if any(v.tzinfo is None for v in values):
+        raise ApiError(400, "times need a UTC offset (e.g. +08:00 or Z)")
+
+
+async def list_rectifications(request: web.Request) -> web.Response:
+    """Rectification tasks, their state derived from later scans, and the year's completion
+    (`?year=2026`, default this year)."""
+    now = utcnow()
+    try:
+        year = int(request.query.get("year", now.astimezone(request.app[CONFIG_KEY].zone).year))
+    except ValueError:
+        raise ApiError(400, "year must be a number such as 2026") from None
+    service = request.app[FINDINGS_KEY]
+    return web.json_response({"tasks": await service.rectifications(now=now, year=year),
+                              "completion": await service.completion(now=now, year=year)},
+                             dumps=_dumps)
+
+
+async def add_rectification(request: web.Request) -> web.Response:
+    _require_admin(request)
+    try:
+        body = RectificationRequest.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise ApiError(400, _first_errors(exc)) from None
+    _aware(body.issued_at, body.due_at)
+    try:
+        task = await request.app[FINDINGS_KEY].add_rectification(
+            title=body.title, issued_by=body.issued_by, issued_at=body.issued_at,
+            due_at=body.due_at, finding_ids=body.findings, note=body.note, by=body.by,
+            now=utcnow())
+    except StoreError as exc:
+        raise ApiError(400, str(exc)) from None
+    return web.json_response(task, status=201, dumps=_dumps)
+
+
+async def list_waivers(request: web.Request) -> web.Response:
+    found = await request.app[FINDINGS_KEY].waivers(include_expired=True)
+    return web.json_response([_jsonable(w.__dict__) for w in found], dumps=_dumps)
+
+
+async def add_waiver(request: web.Request) -> web.Response:
+    _require_admin(request)
+    try:
+        body = WaiverRequest.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise ApiError(400, _first_errors(exc)) from None
+    _aware(body.expires_at)
+    try:
+        waiver = await request.app[FINDINGS_KEY].add_waiver(
+            host=body.host, key=body.key, accepted_by=body.accepted_by, reason=body.reason,
+            expires_at=body.expires_at, by=body.by, now=utcnow())
+    except StoreError as exc:
+        raise ApiError(400, str(exc)) from None
+    return web.json_response(_jsonable(waiver.__dict__), status=201, dumps=_dumps)
 
 
 class IncidentAction(BaseModel):

@@ -12,16 +12,18 @@ ever deleted: this is the evidence of the contract's 100 % security remediation.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from collector.schema import findings, inventories
-from collector.store import Store
+from collector.schema import findings, inventories, rectifications, waivers
+from collector.store import Store, StoreError
 from probes.result import CheckResult
 
 log = logging.getLogger("wardwatch.collector.findings")
@@ -72,6 +74,23 @@ def _found_in(result: CheckResult) -> dict[str, dict[str, Any]] | None:
                                                           "remediation", "dengbao")}}
         return out
     return None
+
+
+@dataclass(frozen=True)
+class Waiver:
+    id: int
+    host: str
+    key: str
+    accepted_by: str
+    reason: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime
+    revoked_at: datetime | None
+
+    def covers(self, host: str, key: str, at: datetime) -> bool:
+        return (self.revoked_at is None and at < self.expires_at
+                and fnmatch.fnmatchcase(host, self.host) and fnmatch.fnmatchcase(key, self.key))
 
 
 class FindingsService:
@@ -139,24 +158,111 @@ class FindingsService:
                 changed += 1
         return changed
 
+    # -- waivers and rectification tasks -----------------------------------------------------
+
+    async def add_waiver(self, *, host: str, key: str, accepted_by: str, reason: str,
+                         expires_at: datetime, by: str, now: datetime) -> Waiver:
+        if expires_at <= now:
+            raise StoreError("expires_at must be in the future: a waiver is for a while")
+        async with self.store.transaction() as conn:
+            waiver_id = (await conn.execute(waivers.insert().values(
+                host=host, key=key, accepted_by=accepted_by, reason=reason, created_at=now,
+                created_by=by, expires_at=expires_at).returning(waivers.c.id))).scalar_one()
+        return next(w for w in await self.waivers(include_expired=True) if w.id == waiver_id)
+
+    async def waivers(self, *, include_expired: bool = False,
+                      now: datetime | None = None) -> list[Waiver]:
+        async with self.store.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(waivers).order_by(waivers.c.id))).all()
+        found = [Waiver(*row) for row in rows]
+        if include_expired or now is None:
+            return found
+        return [w for w in found if w.revoked_at is None and w.expires_at > now]
+
+    async def add_rectification(self, *, title: str, issued_by: str, issued_at: datetime,
+                                due_at: datetime, finding_ids: list[int], note: str, by: str,
+                                now: datetime) -> dict[str, Any]:
+        if not finding_ids:
+            raise StoreError("a rectification task needs at least one finding")
+        if due_at <= issued_at:
+            raise StoreError("due_at must be after issued_at")
+        async with self.store.transaction() as conn:
+            known = set((await conn.execute(sa.select(findings.c.id).where(
+                findings.c.id.in_(finding_ids)))).scalars())
+            missing = sorted(set(finding_ids) - known)
+            if missing:
+                raise StoreError(f"no findings {missing}")
+            task_id = (await conn.execute(rectifications.insert().values(
+                title=title, issued_by=issued_by, issued_at=issued_at, due_at=due_at,
+                finding_ids=sorted(set(finding_ids)), note=note, created_at=now,
+                created_by=by).returning(rectifications.c.id))).scalar_one()
+        [task] = [t for t in await self.rectifications(now=now) if t["id"] == task_id]
+        return task
+
+    async def rectifications(self, *, now: datetime, year: int | None = None
+                             ) -> list[dict[str, Any]]:
+        """Every task with its state derived from its findings: `completed` when a scan has
+        shown each of them fixed (at the latest fix), `on_time` against `due_at`."""
+        async with self.store.engine.connect() as conn:
+            tasks = [dict(r) for r in (await conn.execute(
+                sa.select(rectifications).order_by(rectifications.c.due_at))).mappings()]
+            ids = {i for t in tasks for i in t["finding_ids"]}
+            fixed = {row.id: row.fixed_at for row in (await conn.execute(
+                sa.select(findings.c.id, findings.c.fixed_at).where(
+                    findings.c.id.in_(sorted(ids))))).all()} if ids else {}
+        out = []
+        for task in tasks:
+            if year is not None and task["due_at"].year != year:
+                continue
+            times = [fixed.get(i) for i in task["finding_ids"]]
+            done = all(t is not None for t in times)
+            completed_at = max(t for t in times if t is not None) if done and times else None
+            out.append({
+                **{k: (v.isoformat() if isinstance(v, datetime) else v)
+                   for k, v in task.items()},
+                "state": "completed" if done else ("overdue" if now > task["due_at"]
+                                                   else "open"),
+                "completed_at": completed_at.isoformat() if completed_at else None,
+                "on_time": bool(completed_at and completed_at <= task["due_at"]),
+                "findings_fixed": sum(t is not None for t in times),
+                "findings_total": len(times)})
+        return out
+
+    async def completion(self, *, now: datetime, year: int) -> dict[str, Any]:
+        """The year's rectification completion (contract: 100 %): tasks due in the year."""
+        tasks = await self.rectifications(now=now, year=year)
+        due = [t for t in tasks if datetime.fromisoformat(t["due_at"]) <= now
+               or t["state"] == "completed"]
+        on_time = sum(1 for t in due if t["on_time"])
+        return {"year": year, "tasks": len(tasks), "due": len(due),
+                "completed": sum(1 for t in tasks if t["state"] == "completed"),
+                "completed_on_time": on_time,
+                "completion_ratio": on_time / len(due) if due else None}
+
     # -- reading ----------------------------------------------------------------------------
 
-    async def fleet(self) -> list[dict[str, Any]]:
-        """Per host: the latest inventory and its open findings by severity."""
+    async def fleet(self, now: datetime) -> list[dict[str, Any]]:
+        """Per host: the latest inventory and its open findings by severity (waived ones
+        counted apart)."""
         latest = (sa.select(inventories.c.host, sa.func.max(inventories.c.id).label("id"))
                   .group_by(inventories.c.host).subquery())
         query = (sa.select(inventories.c.host, inventories.c.collected_at,
                            inventories.c.summary)
                  .join(latest, inventories.c.id == latest.c.id)
                  .order_by(inventories.c.host))
-        counts = (sa.select(findings.c.host, findings.c.severity, sa.func.count())
-                  .where(findings.c.fixed_at.is_(None))
-                  .group_by(findings.c.host, findings.c.severity))
+        open_now = (sa.select(findings.c.host, findings.c.key, findings.c.severity)
+                    .where(findings.c.fixed_at.is_(None)))
+        active = await self.waivers(now=now)
         async with self.store.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             by_host: dict[str, dict[str, int]] = {}
-            for host, severity, n in (await conn.execute(counts)).all():
-                by_host.setdefault(host, dict.fromkeys(SEVERITIES, 0))[severity] = int(n)
+            waived: dict[str, int] = {}
+            for host, key, severity in (await conn.execute(open_now)).all():
+                if any(w.covers(host, key, now) for w in active):
+                    waived[host] = waived.get(host, 0) + 1
+                    continue
+                counts = by_host.setdefault(host, dict.fromkeys(SEVERITIES, 0))
+                counts[severity] = counts.get(severity, 0) + 1
         hosts = {row.host for row in rows} | set(by_host)
         out = []
         for host in sorted(hosts):
@@ -164,10 +270,11 @@ class FindingsService:
             out.append({"host": host,
                         "collected_at": row.collected_at.isoformat() if row else None,
                         "inventory": row.summary if row else None,
-                        "open_findings": by_host.get(host, dict.fromkeys(SEVERITIES, 0))})
+                        "open_findings": by_host.get(host, dict.fromkeys(SEVERITIES, 0)),
+                        "waived_findings": waived.get(host, 0)})
         return out
 
-    async def host(self, host: str, limit: int = 200) -> dict[str, Any]:
+    async def host(self, host: str, now: datetime, limit: int = 200) -> dict[str, Any]:
         """A host's inventory history (newest first) and every finding, open and fixed."""
         inv = (sa.select(inventories.c.check_id, inventories.c.collected_at,
                          inventories.c.summary)
@@ -177,14 +284,23 @@ class FindingsService:
                            findings.c.severity, findings.c.first_seen, findings.c.last_seen,
                            findings.c.fixed_at, findings.c.data)
                  .where(findings.c.host == host).order_by(findings.c.first_seen))
+        active = await self.waivers(now=now)
         async with self.store.engine.connect() as conn:
             inventory_rows = (await conn.execute(inv)).mappings().all()
             finding_rows = (await conn.execute(found)).mappings().all()
+        findings_out = []
+        for r in finding_rows:
+            item = _finding_json(dict(r))
+            waiver = next((w for w in active if w.covers(host, r["key"], now)), None)
+            item["waiver"] = None if waiver is None else {
+                "id": waiver.id, "accepted_by": waiver.accepted_by, "reason": waiver.reason,
+                "expires_at": waiver.expires_at.isoformat()}
+            findings_out.append(item)
         return {
             "host": host,
             "inventories": [{**dict(r), "collected_at": r["collected_at"].isoformat()}
                             for r in inventory_rows],
-            "findings": [_finding_json(dict(r)) for r in finding_rows],
+            "findings": findings_out,
         }
 
 

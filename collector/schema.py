@@ -278,3 +278,32 @@ findings = Table(
 )
 """Security findings (pending security updates, failed hardening checks) with first seen,
 last seen and fixed — time to fix is evidence for the contract's 100 % remediation."""
+
+rectifications = Table(
+    "rectifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("title", Text, nullable=False),
+    Column("issued_by", String(128), nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("finding_ids", JSON, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+"""Security rectification tasks (安全整改任务) the hospital issues, linked to findings; a task
+is complete when a later scan shows every linked finding fixed (derived, never typed in)."""
+
+waivers = Table(
+    "waivers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(128), nullable=False),
+    Column("key", String(256), nullable=False),
+    Column("accepted_by", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+"""Accepted risks: who accepted a finding (host and key, globs allowed), why, until when."""

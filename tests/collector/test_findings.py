@@ -4,7 +4,7 @@ missing evidence; the fleet and host APIs."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -14,7 +14,7 @@ from probes.result import CheckResult, Status
 from tests.collector.test_api import Api
 from tests.collector.test_incident_api import api  # noqa: F401 (the fixture)
 
-T0 = utcnow().replace(microsecond=0) - timedelta(days=10)
+T0 = datetime(2026, 6, 1, 1, 0, tzinfo=UTC)   # all due dates fall in one year
 
 
 def patches(at_days: float, pending: list[dict[str, Any]] | None) -> CheckResult:
@@ -104,3 +104,54 @@ async def test_findings_open_and_are_fixed_by_a_later_scan(api: Api) -> None:  #
 async def test_unknown_host_is_404(api: Api) -> None:  # noqa: F811
     status, reply = await api.call("GET", "/api/v1/hosts/nobody/patches")
     assert status == 404 and "no patch or hardening data" in reply["error"]
+
+
+async def test_rectification_tasks_complete_only_by_scans_and_waivers(
+        api: Api) -> None:  # noqa: F811
+    await push(api, patches(0, [update("openssl", "Important"), update("sudo", "Critical")]))
+    _, host = await api.call("GET", "/api/v1/hosts/his-01/patches")
+    ids = {f["key"]: f["id"] for f in host["findings"]}
+    iso = (T0 + timedelta(days=5)).isoformat()
+    status, task = await api.call("POST", "/api/v1/rectifications", {
+        "title": "2026 第3批安全整改: OpenSSL", "issued_by": "信息科",
+        "issued_at": T0.isoformat(), "due_at": iso, "findings": [ids["update:openssl"]]})
+    assert status == 201 and task["state"] == "overdue" and task["findings_fixed"] == 0
+    status, _ = await api.call("POST", "/api/v1/rectifications", {
+        "title": "sudo", "issued_by": "信息科", "issued_at": T0.isoformat(),
+        "due_at": (T0 + timedelta(days=1)).isoformat(), "findings": [ids["update:sudo"]]})
+    assert status == 201
+    # a scan on day 3 shows openssl fixed: the first task is complete, on time
+    await push(api, patches(3, [update("sudo", "Critical")]))
+    year = str(T0.year)
+    _, listed = await api.call("GET", "/api/v1/rectifications", year=year)
+    by_title = {t["title"]: t for t in listed["tasks"]}
+    first = by_title["2026 第3批安全整改: OpenSSL"]
+    assert (first["state"], first["on_time"]) == ("completed", True)
+    assert first["completed_at"] == (T0 + timedelta(days=3)).isoformat()
+    assert by_title["sudo"]["state"] == "overdue"
+    assert listed["completion"]["completed_on_time"] == 1
+    assert listed["completion"]["completion_ratio"] == 0.5
+
+    # the hospital accepts the sudo risk until next month: counted apart, shown with why
+    status, waiver = await api.call("POST", "/api/v1/waivers", {
+        "host": "his-*", "key": "update:sudo", "accepted_by": "信息科 张主任",
+        "reason": "厂商未提供兼容版本", "expires_at": (utcnow() + timedelta(days=30)).isoformat()})
+    assert status == 201 and waiver["accepted_by"] == "信息科 张主任"
+    _, fleet = await api.call("GET", "/api/v1/patches")
+    assert fleet[0]["open_findings"]["critical"] == 0 and fleet[0]["waived_findings"] == 1
+    _, host = await api.call("GET", "/api/v1/hosts/his-01/patches")
+    sudo = next(f for f in host["findings"] if f["key"] == "update:sudo")
+    assert sudo["waiver"]["reason"] == "厂商未提供兼容版本"
+
+
+async def test_rectification_and_waiver_bad_input(api: Api) -> None:  # noqa: F811
+    status, reply = await api.call("POST", "/api/v1/rectifications", {
+        "title": "x", "issued_by": "y", "issued_at": T0.isoformat(),
+        "due_at": (T0 + timedelta(days=1)).isoformat(), "findings": [999]})
+    assert status == 400 and "no findings [999]" in reply["error"]
+    status, reply = await api.call("POST", "/api/v1/waivers", {
+        "host": "*", "key": "*", "accepted_by": "x", "reason": "y",
+        "expires_at": T0.isoformat()})
+    assert status == 400 and "must be in the future" in reply["error"]
+    status, reply = await api.call("GET", "/api/v1/rectifications", year="next")
+    assert status == 400

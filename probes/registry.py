@@ -40,6 +40,8 @@ KINDS: dict[str, str] = {
     "weblogic": "probes.weblogic",
     "postgres": "probes.postgres",
     "mysql": "probes.mysql",
+    "hardening": "probes.hardening",
+    "patches": "probes.patches",
 }
 
 

@@ -1,0 +1,1 @@
+"""The shipped hardening policies (YAML, package data): see docs/probes/hardening.md."""

@@ -155,3 +155,21 @@ async def test_rectification_and_waiver_bad_input(api: Api) -> None:  # noqa: F8
     assert status == 400 and "must be in the future" in reply["error"]
     status, reply = await api.call("GET", "/api/v1/rectifications", year="next")
     assert status == 400
+
+
+async def test_a_real_inventory_of_this_machine_becomes_findings(api: Api) -> None:  # noqa: F811
+    from agent.runner import run_check
+    from probes.patches import PatchesCheck
+
+    check = PatchesCheck.model_validate({"id": "patches", "kind": "patches", "timeout": "300s"})
+    result = await run_check(check, "his-01")
+    assert result.status.value != "unknown", result.summary   # the inventory itself worked
+    await push(api, result)
+    _, fleet = await api.call("GET", "/api/v1/patches")
+    [row] = fleet
+    assert row["inventory"]["os"]["id"] == "debian"
+    assert row["inventory"]["packages_count"] == result.details["packages_count"] > 100
+    security = [u for u in result.details["pending"] if u["security"]]
+    assert row["inventory"]["security_pending"] == len(security)
+    _, host = await api.call("GET", "/api/v1/hosts/his-01/patches")
+    assert {f["key"] for f in host["findings"]} == {f"update:{u['name']}" for u in security}

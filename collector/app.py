@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -142,9 +142,11 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = CollectorMetrics()
     app.cleanup_ctx.append(_open_store(store_url or config.store, config))
-    app.cleanup_ctx.append(_housekeeping)
-    app.cleanup_ctx.append(_incident_loop)
-    app.cleanup_ctx.append(_outbox_loop)
+    # background work the app owns, each cancelled on shutdown: system gauges every minute
+    # and retention every hour; incidents after each ingest and every few seconds; the outbox
+    app.cleanup_ctx.append(_background(_housekeeping_loop, "collector-housekeeping"))
+    app.cleanup_ctx.append(_background(_evaluate_forever, "collector-incidents"))
+    app.cleanup_ctx.append(_background(_dispatch_forever, "collector-outbox"))
     app.router.add_post("/api/v1/results", ingest)
     app.router.add_get("/api/v1/systems", list_systems)
     app.router.add_get("/api/v1/availability", availability)
@@ -164,6 +166,19 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+def _background(loop: Callable[[web.Application], Coroutine[Any, Any, None]], name: str
+                ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running `loop(app)` as a task from startup to shutdown."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop(app), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
 
 
 def _open_store(url: str, config: CollectorConfig
@@ -191,15 +206,6 @@ def _open_store(url: str, config: CollectorConfig
 
 SYSTEM_METRICS_EVERY_S = 60.0
 RETENTION_EVERY_S = 3600.0
-
-
-async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """Background work the app owns: system gauges every minute, retention every hour."""
-    task = asyncio.create_task(_housekeeping_loop(app), name="collector-housekeeping")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _housekeeping_loop(app: web.Application) -> None:
@@ -233,16 +239,6 @@ async def refresh_system_metrics(app: web.Application) -> None:
 
 INCIDENT_GAP_S = 0.2
 """Evaluations after ingest are at least this far apart (a burst of batches is one round)."""
-
-
-async def _incident_loop(app: web.Application) -> AsyncIterator[None]:
-    """Incidents are evaluated when new results arrive, and at least every `evaluate_every`
-    (deadlines pass without any new result)."""
-    task = asyncio.create_task(_evaluate_forever(app), name="collector-incidents")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 FULL_EVALUATION_EVERY_S = 60.0
@@ -322,14 +318,6 @@ async def refresh_incident_metrics(app: web.Application, now: datetime) -> None:
 
 
 OUTBOX_IDLE_S = 5.0
-
-
-async def _outbox_loop(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_dispatch_forever(app), name="collector-outbox")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _dispatch_forever(app: web.Application) -> None:

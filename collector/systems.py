@@ -194,7 +194,9 @@ class Systems:
         """
         def fresh() -> YearToDate | None:
             hit = self._ytd.get(system.id)
-            if hit is not None and 0 <= (now - hit.as_of).total_seconds() <= max_age_s:
+            # a figure from before the first data (a fresh install) is not kept
+            if (hit is not None and hit.report.availability is not None
+                    and 0 <= (now - hit.as_of).total_seconds() <= max_age_s):
                 return hit
             return None
 

@@ -36,7 +36,6 @@ import http.client
 import inspect
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -47,7 +46,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +62,11 @@ from bench.harness import (  # noqa: E402
     Started,
     cpu_seconds,
     free_port,
+    machine,
     memory_kb,
     tail,
 )
+from bench.harness import source_state as harness_source_state  # noqa: E402
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
@@ -432,39 +432,8 @@ def print_table(rows: list[Row]) -> str:
     return text
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True,
-                                   timeout=10).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    return {"nproc": os.cpu_count(), "cpu_model": model,
-            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-            "memory_gib": round(mem_kb / 1024 / 1024, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "date": datetime.now(UTC).isoformat(
-                timespec="seconds")}
-
-
 def source_state() -> dict[str, Any]:
-    """Commit and a digest of the agent and probe sources, to catch edits made during a run."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted([*REPO.glob("agent/*.py"), *REPO.glob("probes/*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    commit, dirty = "", ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, timeout=10,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "agent", "probes"],
-                               cwd=REPO, timeout=10, capture_output=True, text=True).stdout
-    return {"commit": commit, "uncommitted_agent_probe_files": dirty.splitlines(),
-            "sources_sha256": digest.hexdigest()[:16]}
+    return harness_source_state(REPO, ("agent", "probes"), ("agent/*.py", "probes/*.py"))
 
 
 def versions() -> dict[str, str]:
@@ -769,8 +738,8 @@ def run(args: argparse.Namespace) -> int:
           f"{' '.join(m['loadavg_at_end'])}: other work on the machine skews wall-clock figures")
     src = report["source"]
     print(f"  source: commit {src['commit']}, agent+probes digest {src['sources_sha256']}"
-          + (f", uncommitted: {' '.join(src['uncommitted_agent_probe_files'])}"
-             if src["uncommitted_agent_probe_files"] else ""))
+          + (f", uncommitted: {' '.join(src['uncommitted'])}"
+             if src["uncommitted"] else ""))
     if report["sources_changed_during_run"]:
         print("  WARNING: agent/ or probes/ changed during the run; figures mix two versions "
               "of the code: run again")

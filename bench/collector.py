@@ -42,13 +42,11 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import hashlib
 import io
 import json
 import math
 import os
 import pickle
-import platform
 import pstats
 import random
 import re
@@ -84,9 +82,11 @@ from bench.harness import (  # noqa: E402
     Started,
     cpu_seconds,
     free_port,
+    machine,
     memory_kb,
     tail,
 )
+from bench.harness import source_state as harness_source_state  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 COLLECTOR_CMD = ([str(VENV_BIN / "wardwatch-collector")]
@@ -1479,44 +1479,18 @@ def print_table(rows: list[Row]) -> str:
     return text
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True,
-                                   timeout=10).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
+def collector_machine() -> dict[str, Any]:
     import aiohttp
     import pydantic
     import sqlalchemy
 
-    return {"nproc": os.cpu_count(), "cpu_model": model,
-            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-            "memory_gib": round(mem_kb / 1024 / 1024, 1), "kernel": platform.release(),
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-            "aiohttp": aiohttp.__version__, "sqlalchemy": sqlalchemy.__version__,
-            "pydantic": pydantic.VERSION,
-            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    return machine(sqlite=sqlite3.sqlite_version, aiohttp=aiohttp.__version__,
+                   sqlalchemy=sqlalchemy.__version__, pydantic=pydantic.VERSION)
 
 
 def source_state() -> dict[str, Any]:
-    """Commit and a digest of the collector and probe sources, to catch edits during a run."""
-    digest = hashlib.sha256()
-    for path in sorted([*REPO.glob("collector/*.py"), *REPO.glob("collector/migrations/*/*.py"),
-                        *REPO.glob("probes/*.py")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    commit, dirty = "", ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, timeout=10,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "collector", "probes"],
-                               cwd=REPO, timeout=10, capture_output=True, text=True).stdout
-    return {"commit": commit, "uncommitted_collector_probe_files": dirty.splitlines(),
-            "sources_sha256": digest.hexdigest()[:16]}
+    return harness_source_state(REPO, ("collector", "probes"),
+                                ("collector/*.py", "collector/migrations/*/*.py", "probes/*.py"))
 
 
 def fmt_mb(b: float) -> str:
@@ -1532,7 +1506,7 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
 
-    report: dict[str, Any] = {"mode": "quick" if quick else "full", "machine": machine(),
+    report: dict[str, Any] = {"mode": "quick" if quick else "full", "machine": collector_machine(),
                               "source": source_state(), "targets": {
                                   "ingest_results_per_s_sqlite": TARGET_INGEST_RPS,
                                   "availability_ms_per_system_year": TARGET_QUERY_MS}}
@@ -1704,8 +1678,8 @@ def run(args: argparse.Namespace) -> int:
           f"{' '.join(m['loadavg_at_end'])}")
     src = report["source"]
     print(f"  source: commit {src['commit']}, collector+probes digest {src['sources_sha256']}"
-          + (f", uncommitted: {' '.join(src['uncommitted_collector_probe_files'])}"
-             if src["uncommitted_collector_probe_files"] else ""))
+          + (f", uncommitted: {' '.join(src['uncommitted'])}"
+             if src["uncommitted"] else ""))
     if report["sources_changed_during_run"]:
         print("  WARNING: collector/ or probes/ changed during the run: run again")
     print()

@@ -101,3 +101,43 @@ def memory_kb(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "Threads"):
             out[key] = int(value.split()[0])
     return out
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """The machine a bench ran on (CPU, memory, kernel, Python, load), plus `extra`."""
+    import platform
+    from datetime import UTC, datetime
+
+    model = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True,
+                                   timeout=10).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    return {"nproc": os.cpu_count(), "cpu_model": model,
+            "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+            "memory_gib": round(mem_kb / 1024 / 1024, 1), "kernel": platform.release(),
+            "python": platform.python_version(), **extra,
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def source_state(repo: Path, dirs: tuple[str, ...], globs: tuple[str, ...]) -> dict[str, Any]:
+    """Commit and a digest of the measured sources (`globs` under `repo`), to catch edits made
+    during a run; `uncommitted` lists changed files under `dirs`."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in globs for p in repo.glob(pattern)):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    commit, dirty = "", ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, timeout=10,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *dirs], cwd=repo,
+                               timeout=10, capture_output=True, text=True).stdout
+    return {"commit": commit, "uncommitted": dirty.splitlines(),
+            "sources_sha256": digest.hexdigest()[:16]}

@@ -88,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         if action == "report":
             act.add_argument("--ref", help="the report's document number or link")
 
+    adv = sub.add_parser("advisories", help="offline advisory bundles (CISA KEV, version rules)")
+    adv_sub = adv.add_subparsers(dest="action", required=True)
+    aimp = adv_sub.add_parser("import", parents=[common],
+                              help="import a bundle carried in (no network is used)")
+    aimp.add_argument("file")
+    aimp.add_argument("--kind", required=True, choices=("kev", "rules"))
+    aimp.add_argument("--source-date", default="",
+                      help="when the source published it (KEV: read from the file)")
+    aimp.add_argument("--source", default="", help="where it came from (default: the file)")
+    aimp.add_argument("--by", default="cli", help="who imports it (kept with the bundle)")
+    adv_sub.add_parser("list", parents=[common], help="bundles imported so far")
+
     report = sub.add_parser("report", parents=[common], help="write a report")
     report.add_argument("kind", choices=("availability",))
     report.add_argument("--from", dest="start", help="first day (local) or ISO time; "
@@ -125,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "incidents":
             return asyncio.run(_incidents(args, config))
+        if args.command == "advisories":
+            return asyncio.run(_advisories(args, config))
         return asyncio.run(_admin(args, config))
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -211,6 +225,31 @@ async def _incidents(args: argparse.Namespace, config: CollectorConfig) -> int:
         else:
             incident = await service.close(incident_id, args.by, args.note, now)
         print(json.dumps(incident.as_dict(), ensure_ascii=False))
+        return 0
+    finally:
+        await store.close()
+
+
+async def _advisories(args: argparse.Namespace, config: CollectorConfig) -> int:
+    from collector.advisories import Advisories
+
+    store = await Store.open(config.store, synchronous=config.store_synchronous)
+    try:
+        advisories = Advisories(store)
+        if args.action == "list":
+            for bundle in await advisories.bundles():
+                print(json.dumps(_plain(bundle), ensure_ascii=False))
+            return 0
+        try:
+            data = await asyncio.to_thread(Path(args.file).read_bytes)
+        except OSError as exc:
+            raise StoreError(f"cannot read {args.file}: {exc.strerror}") from None
+        imported = await advisories.import_bundle(
+            args.kind, data, source=args.source or Path(args.file).name,
+            source_date=args.source_date, by=args.by, now=utcnow())
+        print(json.dumps(imported, ensure_ascii=False))
+        if not imported["new"]:
+            print("this bundle was imported before; nothing changed", file=sys.stderr)
         return 0
     finally:
         await store.close()

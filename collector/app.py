@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alerts import alertmanager
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
-from collector.findings import FindingsService
+from collector.findings import VERSIONED, FindingsService
 from collector.incidents import Incident, IncidentError, IncidentService
 from collector.outbox import Outbox
 from collector.period import PeriodError, parse_period
@@ -131,6 +131,8 @@ WAKE_KEY = web.AppKey("wake_incidents", asyncio.Event)
 ATTENTION_KEY = web.AppKey("attention", set[tuple[str, str]])
 OUTBOX_KEY = web.AppKey("outbox", Outbox)
 FINDINGS_KEY = web.AppKey("findings", FindingsService)
+OBSERVED_KINDS = frozenset({"patches", "hardening", *VERSIONED})
+"""Result kinds the findings service reads (inventories, hardening, product versions)."""
 SEND_KEY = web.AppKey("wake_outbox", asyncio.Event)
 METRICS_KEY = web.AppKey("metrics", CollectorMetrics)
 
@@ -618,7 +620,7 @@ async def ingest(request: web.Request) -> web.Response:
     m.batches.inc()
     m.agent_last_seen.labels(agent_id).set(now.timestamp())
     m.ingest_seconds.observe(time.perf_counter() - started)
-    inventory = [r for r in batch.results if r.kind in ("patches", "hardening")]
+    inventory = [r for r in batch.results if r.kind in OBSERVED_KINDS]
     if inventory and outcome.accepted:
         try:   # after the commit: the results are safe whatever happens here
             await request.app[FINDINGS_KEY].observe(inventory)

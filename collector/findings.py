@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from collector.advisories import Advisories, product_version, version_key
 from collector.schema import findings, inventories, rectifications, waivers
 from collector.store import Store, StoreError
 from probes.result import CheckResult
@@ -36,6 +37,14 @@ _SEVERITY = {"critical": "critical", "important": "high", "high": "high",
 
 def _severity(value: Any, default: str = "medium") -> str:
     return _SEVERITY.get(str(value or "").strip().lower(), default)
+
+
+def _mark_kev(found: dict[str, dict[str, Any]], kev: frozenset[str]) -> None:
+    """Findings whose CVE (or an advisory id) is in CISA's KEV catalog: exploited in the wild."""
+    for item in found.values():
+        data = item["data"]
+        ids = {data.get("cve")} | set(data.get("advisories") or [])
+        data["kev"] = bool(ids & kev)
 
 
 def _found_in(result: CheckResult) -> dict[str, dict[str, Any]] | None:
@@ -93,23 +102,59 @@ class Waiver:
                 and fnmatch.fnmatchcase(host, self.host) and fnmatch.fnmatchcase(key, self.key))
 
 
+VERSIONED = ("nginx", "tomcat", "weblogic", "oracle", "postgres", "mysql")
+"""Kinds whose results carry a product version, checked against the version rules."""
+
+
 class FindingsService:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.advisories = Advisories(store)
+        self._versions_seen: dict[tuple[str, str], tuple[str, int]] = {}
+        """(host, check) -> (version, rules in force): a middleware check reports every
+        30 s; its version is matched again only when it or the rules change."""
 
     async def observe(self, results: Iterable[CheckResult]) -> int:
         """Record the inventories and findings these results carry; returns how many
         findings were opened or fixed."""
         changed = 0
-        for result in sorted((r for r in results if r.kind in ("patches", "hardening")),
-                             key=lambda r: r.started_at):
+        ordered = sorted(results, key=lambda r: r.started_at)
+        for result in (r for r in ordered if r.kind in ("patches", "hardening")):
+            _rules, kev = await self.advisories.in_force()
             async with self.store.transaction() as conn:
                 if result.kind == "patches":
                     await self._inventory(conn, result)
                 found = _found_in(result)
                 if found is not None:
-                    changed += await self._reconcile(conn, result, found)
+                    _mark_kev(found, kev)
+                    kind = "update" if result.kind == "patches" else "hardening"
+                    changed += await self._reconcile(conn, result, found, kind)
+        for result in (r for r in ordered if r.kind in VERSIONED):
+            changed += await self._versions(result)
         return changed
+
+    async def _versions(self, result: CheckResult) -> int:
+        reported = product_version(result.kind, result.details)
+        if reported is None:
+            return 0
+        product, text = reported
+        rules, kev = await self.advisories.in_force()
+        seen = (text, self.advisories.generation)
+        if self._versions_seen.get((result.agent_id, result.check_id)) == seen:
+            return 0
+        self._versions_seen[(result.agent_id, result.check_id)] = seen
+        version = version_key(text)
+        if version is None:
+            return 0
+        found = {f"vuln:{rule.cve}": {
+            "kind": "vuln", "severity": rule.severity,
+            "title": f"{product} {text}: {rule.cve} {rule.title} (fixed in {rule.fixed_in_text})",
+            "data": {"product": product, "version": text, "cve": rule.cve,
+                     "fixed_in": rule.fixed_in_text}}
+            for rule in rules if rule.product == product and rule.affects(version)}
+        _mark_kev(found, kev)
+        async with self.store.transaction() as conn:
+            return await self._reconcile(conn, result, found, "vuln")
 
     async def _inventory(self, conn: AsyncConnection, result: CheckResult) -> None:
         d = result.details
@@ -130,9 +175,8 @@ class FindingsService:
             packages_hash=d.get("packages_hash")))
 
     async def _reconcile(self, conn: AsyncConnection, result: CheckResult,
-                         found: dict[str, dict[str, Any]]) -> int:
+                         found: dict[str, dict[str, Any]], kind: str) -> int:
         host, at = result.agent_id, result.started_at
-        kind = "update" if result.kind == "patches" else "hardening"
         open_rows = {row.key: row for row in (await conn.execute(
             sa.select(findings.c.id, findings.c.key, findings.c.last_seen).where(
                 findings.c.host == host, findings.c.check_id == result.check_id,
@@ -250,17 +294,21 @@ class FindingsService:
                            inventories.c.summary)
                  .join(latest, inventories.c.id == latest.c.id)
                  .order_by(inventories.c.host))
-        open_now = (sa.select(findings.c.host, findings.c.key, findings.c.severity)
+        open_now = (sa.select(findings.c.host, findings.c.key, findings.c.severity,
+                              findings.c.data)
                     .where(findings.c.fixed_at.is_(None)))
         active = await self.waivers(now=now)
         async with self.store.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             by_host: dict[str, dict[str, int]] = {}
             waived: dict[str, int] = {}
-            for host, key, severity in (await conn.execute(open_now)).all():
+            kev: dict[str, int] = {}
+            for host, key, severity, data in (await conn.execute(open_now)).all():
                 if any(w.covers(host, key, now) for w in active):
                     waived[host] = waived.get(host, 0) + 1
                     continue
+                if isinstance(data, dict) and data.get("kev"):
+                    kev[host] = kev.get(host, 0) + 1
                 counts = by_host.setdefault(host, dict.fromkeys(SEVERITIES, 0))
                 counts[severity] = counts.get(severity, 0) + 1
         hosts = {row.host for row in rows} | set(by_host)
@@ -271,7 +319,8 @@ class FindingsService:
                         "collected_at": row.collected_at.isoformat() if row else None,
                         "inventory": row.summary if row else None,
                         "open_findings": by_host.get(host, dict.fromkeys(SEVERITIES, 0)),
-                        "waived_findings": waived.get(host, 0)})
+                        "waived_findings": waived.get(host, 0),
+                        "kev_findings": kev.get(host, 0)})
         return out
 
     async def host(self, host: str, now: datetime, limit: int = 200) -> dict[str, Any]:

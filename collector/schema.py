@@ -307,3 +307,18 @@ waivers = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
 )
 """Accepted risks: who accepted a finding (host and key, globs allowed), why, until when."""
+
+advisory_bundles = Table(
+    "advisory_bundles", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_date", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("imported_at", UtcDateTime, nullable=False),
+    Column("imported_by", String(128), nullable=False),
+    Column("entries", JSON, nullable=False),
+    UniqueConstraint("kind", "sha256"),
+)
+"""Advisory data carried in offline (CISA KEV JSON, version rules CSV): each bundle with the
+date its source published it; the newest of a kind is the one in force."""

@@ -299,9 +299,9 @@ async def test_through_the_runner(tomcat: Tomcat) -> None:
 
 
 async def test_overloaded_by_slow_requests(tomcat: Tomcat) -> None:
-    """maxThreads - 1 requests sleeping 1.5 s each, plus the probe's own: every thread busy."""
+    """maxThreads - 1 requests sleeping 3 s each, plus the probe's own: every thread busy."""
     slow = tomcat.max_threads - 1
-    url = f"{tomcat.base_url}/slow/sleep.jsp?ms=1500"
+    url = f"{tomcat.base_url}/slow/sleep.jsp?ms=3000"
     loop = asyncio.get_running_loop()
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=slow),
@@ -313,7 +313,7 @@ async def test_overloaded_by_slow_requests(tomcat: Tomcat) -> None:
 
         tasks = [asyncio.create_task(hold()) for _ in range(slow)]
         try:
-            deadline = loop.time() + 1.2
+            deadline = loop.time() + 2.5   # well inside the 3 s the requests hold
             while True:  # until all slow requests hold a thread (bounded)
                 outcome = await probe(as_user(tomcat), ProbeMemory())
                 if outcome.reason != "ok" or loop.time() > deadline:

@@ -28,11 +28,11 @@ from pydantic import JsonValue
 from yarl import URL
 
 from alerts.channel_config import DingTalkConfig
-from alerts.channels import Channel, Delivery, Outcome, redact_url, send_with_retries
+from alerts.channels import Channel, Delivery, Outcome, send_with_retries
 from alerts.message import Message
 from alerts.render import RenderedText
-from alerts.webhook import post_json, ssl_context
-from alerts.wecom import cut_bytes, robot_reply
+from alerts.webhook import post_json
+from alerts.wecom import RobotChannel, cut_bytes, robot_reply
 
 TEXT_LIMIT = 20000
 """Bytes of markdown text sent; DingTalk rejects very long messages."""
@@ -52,14 +52,10 @@ def signed_url(webhook_url: str, secret: str, timestamp_ms: int) -> str:
     return f"{webhook_url}{separator}timestamp={timestamp_ms}&sign={sign(secret, timestamp_ms)}"
 
 
-class DingTalkChannel:
+class DingTalkChannel(RobotChannel):
     def __init__(self, config: DingTalkConfig) -> None:
+        super().__init__(config)
         self.config = config
-        self.name = config.name
-        self.language = config.language
-        self.time_budget = config.time_budget
-        self._tls = ssl_context(config)
-        self._shown = redact_url(config.webhook_url.get())
 
     def __repr__(self) -> str:
         return (f"DingTalkChannel(name={self.name!r}, url={self._shown!r}, "

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import JsonValue
 from yarl import URL
 
-from alerts.channel_config import WeComConfig
+from alerts.channel_config import DingTalkConfig, WeComConfig
 from alerts.channels import (
     Channel,
     Delivery,
@@ -61,14 +61,21 @@ def robot_reply(reply_json: object, shown: str, status: int,
                         retryable=code in retryable_codes, status_code=status)
 
 
-class WeComChannel:
-    def __init__(self, config: WeComConfig) -> None:
-        self.config = config
+class RobotChannel:
+    """What the group robots (WeCom, DingTalk) share: a secret webhook URL, shown redacted."""
+
+    def __init__(self, config: WeComConfig | DingTalkConfig) -> None:
         self.name = config.name
         self.language = config.language
         self.time_budget = config.time_budget
         self._tls = ssl_context(config)
         self._shown = redact_url(config.webhook_url.get())
+
+
+class WeComChannel(RobotChannel):
+    def __init__(self, config: WeComConfig) -> None:
+        super().__init__(config)
+        self.config = config
 
     def __repr__(self) -> str:
         return f"WeComChannel(name={self.name!r}, url={self._shown!r})"

@@ -138,7 +138,7 @@ class Advisories:
             raise StoreError("give the source date of the bundle (when its data was published)")
         digest = hashlib.sha256(data).hexdigest()
         async with self.store.transaction() as conn:
-            result = await conn.execute(self.store._insert_ignore(advisory_bundles).values(
+            result = await conn.execute(self.store.insert_ignore(advisory_bundles).values(
                 kind=kind, source=source, source_date=source_date, sha256=digest,
                 imported_at=now, imported_by=by, entries=entries))
         self._cache = None

@@ -168,7 +168,7 @@ class FindingsService:
             else sum(1 for u in pending if isinstance(u, dict) and u.get("security")),
             "packages_count": d.get("packages_count"), "errors": d.get("errors"),
             "status": result.status.value, "summary": result.summary}
-        await conn.execute(self.store._insert_ignore(inventories).values(
+        await conn.execute(self.store.insert_ignore(inventories).values(
             host=result.agent_id, check_id=result.check_id, result_id=str(result.id),
             collected_at=result.started_at, summary=summary,
             packages=d.get("packages") if isinstance(d.get("packages"), list) else None,
@@ -190,7 +190,7 @@ class FindingsService:
                                        .values(last_seen=at, title=item["title"],
                                                severity=item["severity"], data=item["data"]))
                 continue
-            inserted = await conn.execute(self.store._insert_ignore(findings).values(
+            inserted = await conn.execute(self.store.insert_ignore(findings).values(
                 host=host, check_id=result.check_id, kind=item["kind"], key=key,
                 open_key=f"{host}|{key}", title=item["title"], severity=item["severity"],
                 first_seen=at, last_seen=at, data=item["data"]))

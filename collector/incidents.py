@@ -420,7 +420,7 @@ class IncidentService:
                   + (f"实际 {met.astimezone(local):%m-%d %H:%M}" if met else f"未{what}"))
         async with self.store.transaction() as conn:
             inserted = (await conn.execute(
-                self.store._insert_ignore(incident_overtimes).values(
+                self.store.insert_ignore(incident_overtimes).values(
                     incident_id=incident.id, level=incident.level, deadline=kind, due_at=due,
                     met_at=met, counted_at=now, reason=reason)
                 .returning(incident_overtimes.c.id))).first()

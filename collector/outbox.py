@@ -96,7 +96,7 @@ class Outbox:
             if not routes(config, probe):
                 continue
             dedup = f"{incident.id}:{event.value}:{deadline or '-'}:{round_}:{name}"
-            await conn.execute(self.store._insert_ignore(notifications).values(
+            await conn.execute(self.store.insert_ignore(notifications).values(
                 incident_id=incident.id, dedup=dedup[:256], event=event.value,
                 deadline=deadline, level=incident.level, channel=name, due_at=due_at,
                 state="pending", attempts=0, created_at=now))

@@ -228,7 +228,7 @@ class Store:
             # one statement finds the replays: rows whose id is stored already are skipped
             # by ON CONFLICT DO NOTHING and missing from RETURNING
             inserted = set((await conn.execute(
-                self._insert_ignore(results).returning(results.c.id),
+                self.insert_ignore(results).returning(results.c.id),
                 [row for _r, row in rows.values()])).scalars())
             fresh = [pair for key, pair in rows.items() if key in inserted]
             changed: set[tuple[str, str]] = set()
@@ -251,7 +251,9 @@ class Store:
         self._last_seen[agent_id] = now
         return True
 
-    def _insert_ignore(self, table: sa.Table) -> Any:
+    def insert_ignore(self, table: sa.Table) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING on either backend: how every write that must
+        happen once (a result, an incident, an overtime, a message) is made idempotent."""
         if self.dialect == "postgresql":
             return postgresql.insert(table).on_conflict_do_nothing()
         return sqlite.insert(table).on_conflict_do_nothing()

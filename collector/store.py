@@ -40,6 +40,7 @@ from collector.schema import (
     results,
     results_hourly,
 )
+from collector.writer import Batch, SqliteWriter, encode_datetime, encode_result
 from probes.result import CheckResult
 
 log = logging.getLogger("wardwatch.collector.store")
@@ -122,6 +123,11 @@ class Store:
         self._known: set[tuple[str, str]] | None = None
         self._known_at = 0.0
         self._last_seen: dict[str, float] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
+        """token hash -> (agent id, when looked up): a pushing agent costs one lookup per
+        TOKEN_CACHE_S, not one per batch."""
+        self._writer: SqliteWriter | None = None
+        """On a SQLite file, ingest goes through one writer thread (collector/writer.py)."""
 
     @classmethod
     async def open(cls, url: str, *, synchronous: str = "full", stale_after: float = 2.0
@@ -140,9 +146,15 @@ class Store:
             _sqlite_pragmas(engine, synchronous)
         store = cls(engine, stale_after=stale_after)
         await store.migrate()
+        if engine.dialect.name == "sqlite":
+            path = sa.engine.make_url(engine_url).database
+            if path and path != ":memory:":
+                store._writer = SqliteWriter(path, synchronous, store)
         return store
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         await self.engine.dispose()
 
     async def migrate(self) -> None:
@@ -195,13 +207,29 @@ class Store:
                 .values(revoked_at=now, token_hash=None))
             if done.rowcount == 0:
                 raise StoreError(f"no enrolled agent {agent_id}")
+        self._tokens.clear()
 
     async def authenticate(self, token: str) -> str | None:
-        """The agent id the token belongs to, or None."""
+        """The agent id the token belongs to, or None.
+
+        A token found is remembered for TOKEN_CACHE_S: revoking it in this process takes
+        effect at once, from another (the CLI) within that time. Unknown tokens are never
+        remembered, so a new enrolment works at once."""
+        digest = hash_token(token)
+        now = time.monotonic()
+        hit = self._tokens.get(digest)
+        if hit is not None and now - hit[1] < TOKEN_CACHE_S:
+            return hit[0]
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(agents.c.id).where(
-                agents.c.token_hash == hash_token(token), agents.c.revoked_at.is_(None)))).first()
-        return None if row is None else str(row.id)
+                agents.c.token_hash == digest, agents.c.revoked_at.is_(None)))).first()
+        if row is None:
+            self._tokens.pop(digest, None)
+            return None
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[digest] = (str(row.id), now)
+        return str(row.id)
 
     async def list_agents(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
@@ -215,6 +243,8 @@ class Store:
     async def ingest(self, agent_id: str, batch: Sequence[CheckResult], received_at: datetime,
                      address: str | None = None) -> IngestOutcome:
         """Store a batch durably and idempotently (by result id); update state intervals."""
+        if self._writer is not None:
+            return await self._ingest_sqlite(agent_id, batch, received_at, address)
         # rows are built before taking the write lock, so the loop does this work while the
         # database thread commits another batch
         rows = {str(r.id): (r, _result_row(r, received_at)) for r in batch}
@@ -241,6 +271,19 @@ class Store:
                               if r.status.value != "ok" or (r.agent_id, r.check_id) in changed)
         return IngestOutcome(accepted=len(fresh), duplicates=len(batch) - len(fresh),
                              attention=attention)
+
+    async def _ingest_sqlite(self, agent_id: str, batch: Sequence[CheckResult],
+                             received_at: datetime, address: str | None) -> IngestOutcome:
+        assert self._writer is not None
+        touch = ((encode_datetime(received_at), address) if self._last_seen_due(agent_id)
+                 else None)
+        results = list(batch)
+        received = encode_datetime(received_at)
+        outcome = await self._writer.submit(Batch(
+            agent_id, results, [encode_result(r, received) for r in results], touch))
+        if self._known is not None and outcome.accepted:
+            self._known.update((r.agent_id, r.check_id) for r in results)
+        return outcome
 
     def _last_seen_due(self, agent_id: str) -> bool:
         """`agents.last_seen_at` is written at most every LAST_SEEN_EVERY_S per agent: one row
@@ -489,6 +532,7 @@ class Store:
 _INTERVAL_COLUMNS = [check_intervals.c[name] for name in CheckInterval.__dataclass_fields__]
 
 KNOWN_CHECKS_TTL_S = 60.0
+TOKEN_CACHE_S = 5.0
 LAST_SEEN_EVERY_S = 5.0
 
 

@@ -316,17 +316,7 @@ class Store:
             query = query.with_for_update()
         open_rows = {row.check_id: dict(row) for row in
                      (await conn.execute(query)).mappings()}
-        updates: list[dict[str, Any]] = []
-        inserts: list[dict[str, Any]] = []
-        for check_id, group in by_check.items():
-            group.sort(key=lambda r: r.started_at)
-            current = open_rows.get(check_id)
-            for r in group:
-                current = self._advance(current, r, updates, inserts)
-            if current is not None and "id" in current:
-                updates.append(current)
-            elif current is not None:
-                inserts.append(current)
+        updates, inserts = self.advance_all(by_check, open_rows)
         if updates:
             # one row per id: the last state of each interval wins
             final = {row["id"]: row for row in updates}
@@ -340,6 +330,24 @@ class Store:
         if inserts:
             await conn.execute(check_intervals.insert(), inserts)
         return {(agent_id, row["check_id"]) for row in inserts}
+
+    def advance_all(self, by_check: dict[str, list[CheckResult]],
+                    open_rows: dict[str, dict[str, Any]]
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Apply each check's new results (in time order) to its open interval: the interval
+        rows to update (stored already, by id) and to insert. Both write paths use this."""
+        updates: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
+        for check_id, group in by_check.items():
+            group.sort(key=lambda r: r.started_at)
+            current = open_rows.get(check_id)
+            for r in group:
+                current = self._advance(current, r, updates, inserts)
+            if current is not None and "id" in current:
+                updates.append(current)
+            elif current is not None:
+                inserts.append(current)
+        return updates, inserts
 
     def _advance(self, current: dict[str, Any] | None, r: CheckResult,
                  updates: list[dict[str, Any]], inserts: list[dict[str, Any]]

@@ -11,7 +11,7 @@ commit: the HTTP 2xx still goes out only for durable results.
 
 The values written are encoded by the same SQLAlchemy column types the rest of the store reads
 with (UtcDateTime, JSON), so rows read back identically whichever path wrote them; the state
-interval arithmetic is the store's own `_advance`. PostgreSQL keeps the SQLAlchemy path.
+interval arithmetic is the store's own `advance_all`. PostgreSQL keeps the SQLAlchemy path.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class SqliteWriter:
 
     def _update_intervals(self, conn: sqlite3.Connection, agent_id: str,
                           fresh: list[CheckResult]) -> set[tuple[str, str]]:
-        """The store's interval upkeep (`Store._advance`) on this connection."""
+        """The store's interval upkeep (`Store.advance_all`) on this connection."""
         by_check: dict[str, list[CheckResult]] = defaultdict(list)
         for r in fresh:
             by_check[r.check_id].append(r)
@@ -257,18 +257,7 @@ class SqliteWriter:
                     row[name] = _DATETIME_OUT(row[name])
                 row["is_open"] = bool(row["is_open"])
                 open_rows[row["check_id"]] = row
-        updates: list[dict[str, Any]] = []
-        inserts: list[dict[str, Any]] = []
-        advance = self._store._advance
-        for check_id, group in by_check.items():
-            group.sort(key=lambda r: r.started_at)
-            current = open_rows.get(check_id)
-            for r in group:
-                current = advance(current, r, updates, inserts)
-            if current is not None and "id" in current:
-                updates.append(current)
-            elif current is not None:
-                inserts.append(current)
+        updates, inserts = self._store.advance_all(by_check, open_rows)
         if updates:
             final = {row["id"]: row for row in updates}
             conn.executemany(

@@ -14,23 +14,29 @@ Debian-based (desktop) and rpm-based (server), so for them, and for unknown IDs,
 `/var/lib/dpkg/status` exists):
 
 dpkg   `dpkg-query -W -f '${db:Status-Abbrev}\\t${Package}\\t${Version}\\t${Architecture}\\t
-       ${db-fsys:Last-Modified}\\n'` — dpkg records no install time; `db-fsys:Last-Modified`
-       (dpkg >= 1.19.3) is the mtime of the package's file list in the dpkg database, which
-       dpkg rewrites when it installs or upgrades the package: "installed or last upgraded
-       at", read by dpkg-query itself in one pass (older dpkg prints nothing: None).
+       ${db-fsys:Last-Modified}\\t${Source}\\n'` — dpkg records no install time;
+       `db-fsys:Last-Modified` (dpkg >= 1.19.3) is the mtime of the package's file list in
+       the dpkg database, which dpkg rewrites when it installs or upgrades the package:
+       "installed or last upgraded at", read by dpkg-query itself in one pass (older dpkg
+       prints nothing: None).
+       `Source` is empty when the source package has the binary's name and version, else
+       `name` or `name (version)` (a binNMU or a library such as libssl3 from openssl):
+       advisories (Debian, Ubuntu, OSV) name source packages.
        `apt-get -s -o Debug::NoLocking=1 dist-upgrade`: `Inst pkg [old] (new Origin:Ver/Suite
        [arch])` lines; an update is a security update when one of its sources' suite ends in
        `-security` (Debian, Ubuntu) or its label names Security. apt gives no severity.
        Reboot: `/var/run/reboot-required` (+ `.pkgs`, written by the kernel and libc postinst
        hooks), and the newest installed `linux-image-<release>` against `uname -r`.
-rpm    `rpm -qa --qf '%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{INSTALLTIME}\\n'`
-       (gpg-pubkey pseudo-packages left out); `dnf -C -q check-update` (exit 100 = updates,
-       0 = none, 1 = error; `yum` when there is no dnf) joined with `dnf -C -q updateinfo
-       list --updates` / `yum -C -q updateinfo list updates` (`ADVISORY SEVERITY/Sec.|TYPE
-       NEVRA` lines). `-C` (cache only) keeps dnf from refreshing metadata and lets an ordinary
-       user read the system cache read-only (dnf(8) `--cacheonly`). Reboot: `needs-restarting
-       -r` (exit 1 = needed; from dnf-utils/yum-utils, noted when absent) and the newest
-       installed `kernel`/`kernel-core` against `uname -r`.
+rpm    `rpm -qa --qf '%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{INSTALLTIME}\\t
+       %{SOURCERPM}\\n'` (gpg-pubkey pseudo-packages left out; the source rpm's name is kept
+       when it differs from the binary's, e.g. openssl-libs from openssl);
+       `dnf -C -q check-update` (exit 100 = updates, 0 = none, 1 = error; `yum` when there
+       is no dnf) joined with `dnf -C -q updateinfo list --updates` / `yum -C -q updateinfo
+       list updates` (`ADVISORY SEVERITY/Sec.|TYPE NEVRA` lines). `-C` (cache only) keeps
+       dnf from refreshing metadata and lets an ordinary user read the system cache
+       read-only (dnf(8) `--cacheonly`). Reboot: `needs-restarting -r` (exit 1 = needed;
+       from dnf-utils/yum-utils, noted when absent) and the newest installed
+       `kernel`/`kernel-core` against `uname -r`.
 
 Windows: one PowerShell script (`WINDOWS_SCRIPT`, run as `powershell.exe -NoProfile
 -NonInteractive -ExecutionPolicy Bypass -EncodedCommand …`) printing one JSON document, parsed
@@ -64,11 +70,12 @@ REBOOT_REQUIRED_PATH = "/var/run/reboot-required"
 
 DPKG_QUERY = ("dpkg-query", "-W", "-f",
               "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\t"
-              "${db-fsys:Last-Modified}\n")
+              "${db-fsys:Last-Modified}\t${Source}\n")
 APT_SIMULATE = ("apt-get", "-s", "-o", "Debug::NoLocking=1", "dist-upgrade")
 APT_REFRESH = ("apt-get", "-q", "update")
 RPM_QUERY = ("rpm", "-qa", "--qf",
-             "%{NAME}\t%{EPOCH}:%{VERSION}-%{RELEASE}\t%{ARCH}\t%{INSTALLTIME}\n")
+             "%{NAME}\t%{EPOCH}:%{VERSION}-%{RELEASE}\t%{ARCH}\t%{INSTALLTIME}\t"
+             "%{SOURCERPM}\n")
 NEEDS_RESTARTING = ("needs-restarting", "-r")
 POWERSHELL = ("powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
               "-EncodedCommand")
@@ -113,10 +120,18 @@ class Package:
     arch: str
     installed_at: float | None
     """Epoch seconds; dpkg: when last installed or upgraded (see the module docstring)."""
+    source: str | None = None
+    """The source package, when it differs from the binary's name or version."""
+    source_version: str | None = None
 
     def row(self) -> list[Any]:
-        return [self.name, self.version, self.arch,
-                None if self.installed_at is None else int(self.installed_at)]
+        """`[name, version, arch, installed_at]`, then `source, source_version` only when
+        the source package differs (most rows stay four long)."""
+        row = [self.name, self.version, self.arch,
+               None if self.installed_at is None else int(self.installed_at)]
+        if self.source is not None:
+            row += [self.source, self.source_version or self.version]
+        return row
 
 
 @dataclass(frozen=True)
@@ -310,8 +325,23 @@ def parse_dpkg_query(text: str) -> list[Package]:
         if len(status) < 2 or status[1] in "nc":
             continue
         stamp = parts[4].strip() if len(parts) > 4 else ""
-        packages.append(Package(name, version, arch, float(stamp) if stamp.isdigit() else None))
+        source, source_version = _dpkg_source(parts[5] if len(parts) > 5 else "", name,
+                                              version)
+        packages.append(Package(name, version, arch, float(stamp) if stamp.isdigit() else None,
+                                source, source_version))
     return packages
+
+
+def _dpkg_source(field: str, name: str, version: str) -> tuple[str | None, str | None]:
+    """dpkg's Source field: '' (same as the binary), 'openssl' or 'openssl (3.0.11-1)'."""
+    field = field.strip()
+    if not field:
+        return None, None
+    source, _, rest = field.partition(" ")
+    source_version = rest.strip().removeprefix("(").removesuffix(")").strip() or version
+    if source == name and source_version == version:
+        return None, None
+    return source, source_version
 
 
 _APT_INST = re.compile(r"^Inst (\S+)(?: \[([^\]]*)\])? \((\S+)(.*?) \[([^\]]+)\]\)")
@@ -403,9 +433,22 @@ def parse_rpm_query(text: str) -> list[Package]:
         if len(parts) < 4 or parts[0] == "gpg-pubkey":
             continue
         name, evr, arch, stamp = parts[:4]
+        source = _srpm_name(parts[4]) if len(parts) > 4 else None
         packages.append(Package(name, _evr(evr), arch,
-                                float(stamp) if stamp.strip().isdigit() else None))
+                                float(stamp) if stamp.strip().isdigit() else None,
+                                source if source not in (None, name) else None))
     return packages
+
+
+def _srpm_name(field: str) -> str | None:
+    """'openssl-3.0.7-25.el9_3.src.rpm' -> 'openssl' (NAME-VERSION-RELEASE: the name is
+    what is left of the last two hyphens); '(none)' for gpg keys and odd packages -> None."""
+    field = field.strip()
+    for suffix in (".src.rpm", ".nosrc.rpm"):
+        if field.endswith(suffix):
+            parts = field[:-len(suffix)].rsplit("-", 2)
+            return parts[0] if len(parts) == 3 and parts[0] else None
+    return None
 
 
 def _evr(evr: str) -> str:

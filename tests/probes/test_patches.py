@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from probes.inventory import (
     kernel_reboot_reason,
     linux_inventory,
     parse_apt_simulation,
+    parse_dpkg_query,
+    parse_rpm_query,
     parse_windows,
     windows_inventory,
 )
@@ -184,7 +187,7 @@ async def test_probe_on_this_machine_reboot_flag_and_package_memory(tmp_path: Pa
     assert value(first, "patches_installed_packages") == len(first.details["packages"])
     assert value(first, "patches_inventory_duration_seconds") > 0
     assert {m.name for m in first.metrics} <= set(METRICS)
-    assert all(len(row) == 4 for row in first.details["packages"])
+    assert all(len(row) in (4, 6) for row in first.details["packages"])
     flag.unlink()
     second = await probe(check(reboot_required_path=str(flag), security_updates={}), memory)
     assert second.reason in {"ok", "updates_pending"} and second.status is Status.OK
@@ -330,7 +333,7 @@ async def test_rhel9_recorded_critical_advisory() -> None:
     relaxed = judge(check(critical_updates={}, security_updates={"warning": 10}), inventory,
                     ProbeMemory(), 2.0)
     assert (relaxed.status, relaxed.reason) == (Status.OK, "ok")
-    assert relaxed.summary == ("Red Hat Enterprise Linux 9.3: 8 packages installed; "
+    assert relaxed.summary == ("Red Hat Enterprise Linux 9.3: 9 packages installed; "
                                "4 updates pending, 4 security")
 
 
@@ -472,13 +475,13 @@ async def test_package_list_is_resent_when_changed_or_a_day_old() -> None:
                                       InventoryOptions())
     memory = ProbeMemory()
     first = judge(check(), inventory, memory, 1.0)
-    assert len(first.details["packages"]) == 8
+    assert len(first.details["packages"]) == 9
     assert judge(check(), inventory, memory, 1.0).details.get("packages") is None
     memory.values["packages"]["sent_at"] -= 86400 + 1
-    assert len(judge(check(), inventory, memory, 1.0).details["packages"]) == 8
+    assert len(judge(check(), inventory, memory, 1.0).details["packages"]) == 9
     inventory.packages.pop()
     changed = judge(check(), inventory, memory, 1.0)
-    assert len(changed.details["packages"]) == 7
+    assert len(changed.details["packages"]) == 8
     assert changed.details["packages_hash"] != first.details["packages_hash"]
 
 
@@ -487,3 +490,32 @@ def test_commands_are_the_documented_ones() -> None:
     assert APT_SIMULATE == ("apt-get", "-s", "-o", "Debug::NoLocking=1", "dist-upgrade")
     assert DPKG_QUERY[:3] == ("dpkg-query", "-W", "-f")
     assert NEEDS_RESTARTING == ("needs-restarting", "-r")
+
+
+def test_source_packages_are_kept_when_they_differ() -> None:
+    """Advisories name source packages (Debian, Ubuntu, OSV): libssl3 is openssl's."""
+    rows = parse_dpkg_query(
+        "ii \tlibssl3\t3.0.15-1~deb12u1\tamd64\t1700000000\topenssl\n"
+        "ii \tbash\t5.2.15-2+b8\tamd64\t1700000000\tbash (5.2.15-2)\n"
+        "ii \tdpkg\t1.21.22\tamd64\t1700000000\t\n"
+        "ii \tolddpkg\t1.0\tamd64\t\n")   # a dpkg too old for the last fields
+    assert [p.row() for p in rows] == [
+        ["libssl3", "3.0.15-1~deb12u1", "amd64", 1700000000, "openssl", "3.0.15-1~deb12u1"],
+        ["bash", "5.2.15-2+b8", "amd64", 1700000000, "bash", "5.2.15-2"],
+        ["dpkg", "1.21.22", "amd64", 1700000000],
+        ["olddpkg", "1.0", "amd64", None]]
+    rpm = {p.name: p for p in parse_rpm_query(
+        (FIXTURES / "rhel9" / "rpm-qa.txt").read_text())}
+    assert rpm["openssl-libs"].row() == [
+        "openssl-libs", "1:3.0.7-24.el9", "x86_64", 1700000400, "openssl", "1:3.0.7-24.el9"]
+    assert rpm["kernel-core"].source == "kernel" and rpm["openssh-server"].source == "openssh"
+    assert rpm["curl"].source is None and len(rpm["curl"].row()) == 4
+    assert "gpg-pubkey" not in rpm
+
+
+async def test_this_machines_libssl_comes_from_openssl() -> None:
+    listing = await asyncio.to_thread(subprocess.run, list(DPKG_QUERY), capture_output=True,
+                                      text=True, check=True, timeout=60)
+    packages = {p.name: p for p in parse_dpkg_query(listing.stdout)}
+    assert packages["libssl3"].source == "openssl"
+    assert all(p.source != p.name or p.source_version != p.version for p in packages.values())

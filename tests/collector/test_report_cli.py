@@ -46,7 +46,7 @@ def test_availability_report_and_maintenance_commands(tmp_path: Path, store_url:
 
     out = cli(config, "report", "availability", *period)
     assert out.returncode == 0, out.stderr
-    [row] = json.loads(out.stdout)
+    [row] = json.loads(out.stdout)["tables"][0]["rows"]   # the report's main table
     assert (row["system"], row["planned_s"], row["downtime_s"]) == ("EMR", 7200, 360)
 
     added = cli(config, "maintenance", "add", "--system", "EMR",

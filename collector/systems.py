@@ -2,13 +2,19 @@
 system's rule, and their availability over planned hours.
 
 The timeline is computed from stored check intervals on demand: one query for the period,
-then a sweep over interval boundaries; a year of a system is a few thousand boundaries.
+then a sweep over interval boundaries; a year of a system is a few thousand boundaries (tens
+of thousands when its members flap). The rule is compiled per system and member list into
+index lookups (`compile_rule`) and its answers are memoised across calls (`RuleCache`).
+
+The year-to-date figures are the long computation: their intervals are read from the store
+in week-sized pieces and the arithmetic (sweep, planned time, the figure) runs in a worker
+thread, so the event loop (ingest, the API, the board) is never held for long by it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -21,11 +27,30 @@ from collector.availability import (
 )
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig, SystemConfig
-from collector.rules import STATUS_STATE, State, evaluate, matches
+from collector.rules import (
+    STATUS_STATE,
+    AllOf,
+    AnyOf,
+    RuleNode,
+    State,
+    _all,
+    _at_least,
+    matches,
+)
 from collector.schedule import planned_intervals
 from collector.store import CheckInterval, Store
 
 CheckKey = tuple[str, str]
+Combo = tuple[State, ...]
+"""Member states in the order of the sorted member keys."""
+RuleFn = Callable[[Combo], State]
+
+MEMO_LIMIT = 50_000
+"""Rule answers kept per system and member list (combinations of member states)."""
+
+READ_PIECE = timedelta(days=7)
+"""A year's intervals are read in pieces this long: each piece's rows are decoded on the
+event loop, so one piece must stay short (a flapping system writes ~100 intervals a day)."""
 
 
 def member_checks(system: SystemConfig, known: Iterable[CheckKey]) -> list[CheckKey]:
@@ -34,14 +59,100 @@ def member_checks(system: SystemConfig, known: Iterable[CheckKey]) -> list[Check
     return sorted({key for key in known if any(matches(p, *key) for p in patterns)})
 
 
+def compile_rule(node: RuleNode, keys: Sequence[CheckKey]) -> RuleFn:
+    """`rules.evaluate(node, dict(zip(keys, combo)))` as a function of `combo` alone.
+
+    `evaluate` matches every leaf glob against every member on every call (a glob match per
+    member and leaf: most of a flapping year's cost); here the matching is done once and a
+    leaf becomes the list of its members' positions. The same `_all` / `_at_least` combine
+    the parts in the same order, so the answers are `evaluate`'s (tests/collector/
+    test_systems_rules.py compares them)."""
+    if isinstance(node, str):
+        leaf = _compile_parts([node], keys)
+        return lambda combo: _all(leaf(combo))
+    if isinstance(node, AllOf):
+        parts = _compile_parts(node.all, keys)
+        return lambda combo: _all(parts(combo))
+    if isinstance(node, AnyOf):
+        parts = _compile_parts(node.any, keys)
+        return lambda combo: _at_least(1, parts(combo))
+    parts = _compile_parts(node.of, keys)
+    n = node.at_least
+    return lambda combo: _at_least(n, parts(combo))
+
+
+def _compile_parts(nodes: Sequence[RuleNode], keys: Sequence[CheckKey]
+                   ) -> Callable[[Combo], list[State]]:
+    # (positions of a glob's members, None) or ((), a compiled subtree)
+    pieces: list[tuple[tuple[int, ...] | None, RuleFn | None]] = []
+    for node in nodes:
+        if isinstance(node, str):
+            pieces.append((tuple(i for i, (a, c) in enumerate(keys) if matches(node, a, c)),
+                           None))
+        else:
+            pieces.append((None, compile_rule(node, keys)))
+
+    def parts(combo: Combo) -> list[State]:
+        out: list[State] = []
+        for positions, sub in pieces:
+            if sub is not None:
+                out.append(sub(combo))
+            elif positions:
+                out.extend(combo[i] for i in positions)
+            else:   # a glob that matches no member is one unknown part
+                out.append("unknown")
+        return out
+
+    return parts
+
+
+def memoised(rule: RuleFn, memo: dict[Combo, State] | None = None) -> RuleFn:
+    """`rule` with its answers kept in `memo` (at most MEMO_LIMIT of them)."""
+    kept: dict[Combo, State] = {} if memo is None else memo
+
+    def state_of(combo: Combo) -> State:
+        state = kept.get(combo)
+        if state is None:
+            if len(kept) >= MEMO_LIMIT:
+                kept.clear()
+            state = kept[combo] = rule(combo)
+        return state
+
+    return state_of
+
+
+class RuleCache:
+    """Each system's compiled rule for its current member list, memoised across calls: the
+    answers for the same member states do not change from one refresh to the next. Used
+    from the event loop and from worker threads (a dict's get and set are atomic)."""
+
+    def __init__(self) -> None:
+        self._rules: dict[str, tuple[RuleNode, tuple[CheckKey, ...], RuleFn]] = {}
+
+    def rule(self, system: SystemConfig, keys: Sequence[CheckKey]) -> RuleFn:
+        held = self._rules.get(system.id)
+        if held is None or held[0] is not system.rule or held[1] != tuple(keys):
+            held = (system.rule, tuple(keys), memoised(compile_rule(system.rule, keys)))
+            self._rules[system.id] = held
+        return held[2]
+
+
+def sweep_keys(intervals: Sequence[CheckInterval], members: Iterable[CheckKey]
+               ) -> list[CheckKey]:
+    """The checks a sweep looks at, in order: the members and any check with an interval."""
+    return sorted({*members, *((iv.agent_id, iv.check_id) for iv in intervals)})
+
+
 def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
-             start: datetime, end: datetime, members: Iterable[CheckKey] = ()
-             ) -> list[StateInterval]:
+             start: datetime, end: datetime, members: Iterable[CheckKey] = (),
+             rule: RuleFn | None = None) -> list[StateInterval]:
     """The system's state over [start, end) from its members' check intervals.
 
     `members` are the checks that belong to the system (those with intervals are added);
     where a member has no interval its state is unknown. Adjacent stretches of one state are
     merged; `cause` names the members that are not up at the start of each stretch.
+    `rule`, if given, is the system's rule over `sweep_keys(intervals, members)` (from
+    `RuleCache.rule`); otherwise it is compiled here.
     """
     events: list[tuple[datetime, int, CheckKey, CheckInterval | None]] = []
     for iv in intervals:
@@ -52,11 +163,16 @@ def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
         events.append((max(iv.start, start), 1, key, iv))
         events.append((min(iv.end, end), 0, key, None))
     events.sort(key=lambda e: (e[0], e[1]))
-    keys = sorted({*members, *((iv.agent_id, iv.check_id) for iv in intervals)})
+    keys = sweep_keys(intervals, members)
     # the rule is evaluated once per combination of member states, not once per boundary
-    memo: dict[tuple[State, ...], State] = {}
+    state_of = rule if rule is not None else memoised(compile_rule(system.rule, keys))
+    position = {key: i for i, key in enumerate(keys)}
+    states: list[State] = ["unknown"] * len(keys)   # kept in step with `current`
     current: dict[CheckKey, CheckInterval] = {}
     out: list[StateInterval] = []
+    # the stretch being built: boundaries follow one another without gaps, so a stretch
+    # goes on until the state changes, and is made (validated) once, when it ends
+    run_start, run_state, run_cause = start, None, ""
     cursor = start
     index = 0
     while cursor < end:
@@ -64,21 +180,21 @@ def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
             _when, is_start, key, started = events[index]
             if is_start and started is not None:
                 current[key] = started
+                states[position[key]] = STATUS_STATE[started.status]
             elif not is_start and key in current and current[key].end <= cursor:
                 del current[key]
+                states[position[key]] = "unknown"
             index += 1
         following = events[index][0] if index < len(events) else end
-        combo = tuple(STATUS_STATE[current[k].status] if k in current else "unknown"
-                      for k in keys)
-        state = memo.get(combo)
-        if state is None:
-            state = memo[combo] = evaluate(system.rule, dict(zip(keys, combo, strict=True)))
-        if out and out[-1].state == state and out[-1].end == cursor:
-            out[-1] = StateInterval(out[-1].start, following, state, out[-1].cause)
-        else:
-            cause = "" if state == "up" else _cause(current, state)
-            out.append(StateInterval(cursor, following, state, cause))
+        state = state_of(tuple(states))
+        if state != run_state:
+            if run_state is not None:
+                out.append(StateInterval(run_start, cursor, run_state, run_cause))
+            run_start, run_state = cursor, state
+            run_cause = "" if state == "up" else _cause(current, state)
         cursor = following
+    if run_state is not None:
+        out.append(StateInterval(run_start, cursor, run_state, run_cause))
     return out
 
 
@@ -121,11 +237,32 @@ class Systems:
         self.config = config
         self.store = store
         self.calendar = calendar
+        self.rules = RuleCache()
         self._ytd: dict[str, YearToDate] = {}
         self._ytd_lock = asyncio.Lock()
+        self._known: list[CheckKey] | None = None
+        self._member_lists: dict[str, list[CheckKey]] = {}
 
     async def _members(self, system: SystemConfig) -> list[CheckKey]:
+        members = await self.member_map()
+        if system.id in members and self.config.system(system.id) is system:
+            return members[system.id]
         return member_checks(system, await self.store.known_checks())
+
+    async def member_map(self) -> dict[str, list[CheckKey]]:
+        """Every configured system's member checks, matched again only when the known checks
+        change (matching is a glob per known check and member pattern)."""
+        known = await self.store.known_checks()
+        if known != self._known:
+            self._member_lists = {s.id: member_checks(s, known) for s in self.config.systems}
+            self._known = known
+        return self._member_lists
+
+    def sweep(self, system: SystemConfig, intervals: Sequence[CheckInterval], start: datetime,
+              end: datetime, members: Sequence[CheckKey]) -> list[StateInterval]:
+        """`timeline(...)` with the system's cached rule (pure: safe in a worker thread)."""
+        rule = self.rules.rule(system, sweep_keys(intervals, members))
+        return timeline(system, intervals, start, end, members, rule)
 
     async def timeline(self, system: SystemConfig, start: datetime, end: datetime,
                        now: datetime | None = None) -> list[StateInterval]:
@@ -133,7 +270,7 @@ class Systems:
         intervals = await self.store.intervals(start, end, members)
         if now is not None:
             intervals = [self._standing(iv, now) for iv in intervals]
-        return timeline(system, intervals, start, end, members)
+        return self.sweep(system, intervals, start, end, members)
 
     def _standing(self, iv: CheckInterval, now: datetime) -> CheckInterval:
         """An open interval stands until `stale_after` of its check's intervals have passed
@@ -166,19 +303,52 @@ class Systems:
         """When the first of the system's member checks first reported."""
         return await self.store.first_seen(await self._members(system))
 
+    async def _intervals_in_pieces(self, start: datetime, end: datetime,
+                                   members: Sequence[CheckKey]) -> list[CheckInterval]:
+        """`store.intervals(start, end, members)`, read READ_PIECE at a time so that no one
+        read decodes a year of rows on the event loop. An interval is taken from the piece
+        its start falls in (or the first piece, if it began before `start`), so each comes
+        once and the list stays ordered by start."""
+        if not members or end <= start:
+            return await self.store.intervals(start, end, members)
+        out: list[CheckInterval] = []
+        lower = start
+        while lower < end:
+            upper = min(end, lower + READ_PIECE)
+            rows = await self.store.intervals(lower, upper, members)
+            out.extend(rows if lower == start else [iv for iv in rows if iv.start >= lower])
+            lower = upper
+        return out
+
     async def year_to_date(self, system: SystemConfig, now: datetime) -> YearToDate:
         """This (local) year so far, counted from when monitoring of the system began, and the
-        downtime the target still allows for the rest of the year."""
+        downtime the target still allows for the rest of the year.
+
+        The figures are `availability(system, start, now, now)` and the whole year's budget;
+        the store is read here (async, in pieces) and the arithmetic runs in a worker thread:
+        a flapping year of one system is seconds of pure Python."""
         zone = self.config.zone
         year_begin = datetime(now.astimezone(zone).year, 1, 1, tzinfo=zone)
         year_end = year_begin.replace(year=year_begin.year + 1)
         since = await self.monitored_since(system)
         start = max(year_begin, since) if since is not None else now
-        report = await self.availability(system, start, now, now)
-        planned_year = planned_intervals(system.schedule, self.calendar, zone, start, year_end)
-        budget = allowed_downtime_s(planned_year,
-                                    await self._exclusions(system, start, year_end),
-                                    system.target)
+        end = max(start, now)   # as `availability` cuts off the future
+        members = await self._members(system)
+        intervals = await self._intervals_in_pieces(start, end, members)
+        exclusions = await self._exclusions(system, start, end)
+        year_exclusions = await self._exclusions(system, start, year_end)
+
+        def figures() -> tuple[AvailabilityReport, float]:
+            standing = [self._standing(iv, now) for iv in intervals]
+            states = self.sweep(system, standing, start, end, members)
+            planned = planned_intervals(system.schedule, self.calendar, zone, start, end)
+            report = compute_availability(states, planned, exclusions,
+                                          system.unknown_counts_as, system.target)
+            planned_year = planned_intervals(system.schedule, self.calendar, zone, start,
+                                             year_end)
+            return report, allowed_downtime_s(planned_year, year_exclusions, system.target)
+
+        report, budget = await asyncio.to_thread(figures)
         ytd = YearToDate(start=start, report=report, budget_s=budget,
                          budget_left_s=budget - report.downtime_s, as_of=now)
         self._ytd[system.id] = ytd
@@ -188,9 +358,9 @@ class Systems:
                                   max_age_s: float = YTD_MAX_AGE_S) -> YearToDate:
         """`year_to_date` as computed at most `max_age_s` ago (housekeeping keeps it fresh).
 
-        A year of one system costs tens of milliseconds; a dashboard listing 50 systems every
-        few seconds must not pay that per request. Computations run one at a time, so a burst
-        of requests computes each system once.
+        A year of one system costs up to seconds (a flapping one); a dashboard listing 50
+        systems every few seconds must not pay that per request. Computations run one at a
+        time, so a burst of requests computes each system once.
         """
         def fresh() -> YearToDate | None:
             hit = self._ytd.get(system.id)
@@ -222,7 +392,7 @@ class Systems:
         members = await self._members(system)
         intervals = [self._standing(iv, now)
                      for iv in await self.store.intervals(start, now, members)]
-        states = timeline(system, intervals, start, now, members)
+        states = self.sweep(system, intervals, start, now, members)
         last = states[-1]
         current: dict[CheckKey, CheckInterval] = {}
         for iv in intervals:   # ordered by start: the last one covering now wins

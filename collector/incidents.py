@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts.clock import Clocks, deadlines
 from alerts.config import DEADLINE_KINDS, DeadlineKind, IncidentsConfig
-from alerts.engine import SystemSnapshot, Wanted, recovered_since, still_failing, wanted
+from alerts.engine import SystemSnapshot, Wanted, findings, recovered_since, wanted
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig, SystemConfig
 from collector.schema import incident_events, incident_overtimes, incidents
@@ -122,6 +122,11 @@ class IncidentService:
         """Systems whose last evaluation found something failing (confirmed or not) or that
         have an open incident: time alone can change their incident (confirmation by
         duration, deadlines, silence), so the frequent rounds look at them only."""
+        self.settled: set[str] = set()
+        """Systems whose open incident already holds every failing finding, all confirmed:
+        another failing result of a check that stays failing changes nothing there (a state
+        change, a new failing check or a recovery does), so ingest need not wake the engine
+        for them; the watch rounds still look every `evaluate_every`."""
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -172,19 +177,25 @@ class IncidentService:
     async def _reconcile(self, system: SystemConfig, snap: SystemSnapshot, now: datetime,
                          host: SystemConfig | None, current: Incident | None
                          ) -> list[Change]:
-        if current is not None or still_failing(self.rules, snap, now):
+        found = findings(self.rules, snap, now)
+        failing = snap.state == "unknown" or bool(found)   # still_failing, from one sweep
+        if current is not None or failing:
             self.watching.add(system.id)
         else:
             self.watching.discard(system.id)
+        self.settled.discard(system.id)
         want = wanted(self.rules, snap, now)
         if current is not None:
-            if not still_failing(self.rules, snap, now):
+            if not failing:
                 return [await self._recover(current, recovered_since(snap), AUTO,
                                             "探测数据显示业务已恢复 (probes show the system back)",
                                             now)]
             if want is None:
                 return []
-            return await self._update(current, want, now)
+            changes = await self._update(current, want, now)
+            if not changes and found and all(f.confirmed for f in found):
+                self.settled.add(system.id)
+            return changes
         if want is None:
             return []
         if snap.in_maintenance:
@@ -358,6 +369,7 @@ class IncidentService:
     async def recover(self, incident_id: int, by: str, note: str, now: datetime) -> Incident:
         """A person marks the business restored (the probes may not see everything)."""
         incident = await self.get(incident_id)
+        self.settled.discard(incident.system)
         if incident.state != "open":
             raise IncidentError(f"{incident.number} is {incident.state}, not open")
         return (await self._recover(incident, now, by, note, now)).incident

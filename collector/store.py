@@ -61,6 +61,8 @@ class IngestOutcome:
     """(agent, check) of the batch that the incident engine must look at: a result that is
     not ok, or one that changed the check's state. An all-ok batch of steady checks is
     empty here, so steady ingest costs the engine nothing."""
+    changed: frozenset[tuple[str, str]] = frozenset()
+    """The part of `attention` whose state changed (a new interval opened)."""
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ class Store:
         attention = frozenset((r.agent_id, r.check_id) for r, _row in fresh
                               if r.status.value != "ok" or (r.agent_id, r.check_id) in changed)
         return IngestOutcome(accepted=len(fresh), duplicates=len(batch) - len(fresh),
-                             attention=attention)
+                             attention=attention, changed=frozenset(changed))
 
     async def _ingest_sqlite(self, agent_id: str, batch: Sequence[CheckResult],
                              received_at: datetime, address: str | None) -> IngestOutcome:

@@ -235,7 +235,7 @@ class SqliteWriter:
         attention = frozenset((r.agent_id, r.check_id) for r in fresh
                               if r.status.value != "ok" or (r.agent_id, r.check_id) in changed)
         return IngestOutcome(accepted=len(fresh), duplicates=len(batch.results) - len(fresh),
-                             attention=attention)
+                             attention=attention, changed=frozenset(changed))
 
     def _update_intervals(self, conn: sqlite3.Connection, agent_id: str,
                           fresh: list[CheckResult]) -> set[tuple[str, str]]:

@@ -242,3 +242,43 @@ def test_incident_config_errors() -> None:
     overridden = parse_collector_config({"incidents": {"deadlines": {1: {"respond": "5m"}}}})
     assert overridden.incidents.deadlines[1].respond == 300
     assert overridden.incidents.deadlines[1].recover == 1800   # the rest stays the contract's
+
+
+async def test_a_settled_incident_is_left_to_the_watch_round_until_something_changes(
+        w: World) -> None:
+    """`settled`: the open incident already holds every failing finding, confirmed — more
+    failing results of the same checks change nothing, so ingest does not wake the engine for
+    that system; a new failure, an escalation or a recovery unsettles it."""
+    await w.results("emr-02", "web", "oooooo", T0)
+    await w.results("emr-01", "web", "cccccc", T0)
+    [opened] = await w.service.evaluate(T0 + 6 * STEP)
+    assert opened.event == "opened" and "EMR" not in w.service.settled
+    assert await w.service.evaluate(T0 + 6 * STEP) == []
+    assert "EMR" in w.service.settled
+    # emr-02 fails too: the system goes down, the incident escalates
+    down_at = T0 + 6 * STEP
+    await w.results("emr-01", "web", "ccc", down_at)
+    await w.results("emr-02", "web", "ccc", down_at)
+    [escalated] = await w.service.evaluate(down_at + 2 * STEP)
+    assert escalated.event == "escalated" and "EMR" not in w.service.settled
+    assert await w.service.evaluate(down_at + 2 * STEP) == []
+    assert "EMR" in w.service.settled
+    # both come back: recovered, not settled
+    back = down_at + 3 * STEP
+    await w.results("emr-01", "web", "oo", back)
+    await w.results("emr-02", "web", "oo", back)
+    [recovered] = await w.service.evaluate(back + 2 * STEP)
+    assert recovered.event == "recovered" and "EMR" not in w.service.settled
+
+
+async def test_an_unconfirmed_failure_keeps_its_system_unsettled(w: World) -> None:
+    await w.results("emr-02", "web", "oooooo", T0)
+    await w.results("emr-01", "web", "cccccc", T0)
+    await w.service.evaluate(T0 + 6 * STEP)
+    await w.service.evaluate(T0 + 6 * STEP)
+    assert "EMR" in w.service.settled
+    # ORA's single failure is not confirmed: ORA has no incident yet, so it is watched and
+    # evaluated after every failing result, never settled
+    await w.results("db-01", "ora", "c", T0 + 6 * STEP)
+    assert await w.service.evaluate(T0 + 6 * STEP + timedelta(seconds=1)) == []
+    assert "ORA" in w.service.watching and "ORA" not in w.service.settled

@@ -10,16 +10,18 @@ import logging
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from agent.app import AGENT_KEY, create_app
+from agent.app import AGENT_KEY, Agent, create_app
 from agent.config import AgentConfig, load_agent_config
 from agent.logs import setup_logging
 from agent.runner import run_check
 from probes.config import CheckConfig, ConfigError
 from probes.result import CheckResult, Status, worst_exit_code
+from probes.sdnotify import Notifier
 
 log = logging.getLogger("wardwatch.agent")
 
@@ -38,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print results as JSON")
     validate = sub.add_parser("validate", help="check a config file and exit")
     validate.add_argument("--config", required=True)
+    from agent import winservice
+
+    winservice.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "service":
+        return winservice.service_command(args)
 
     try:
         config = load_agent_config(args.config)
@@ -117,7 +124,12 @@ def use_probe_threads(count: int) -> None:
         ThreadPoolExecutor(max_workers=count, thread_name_prefix="probe"))
 
 
-async def _serve(app: web.Application, config: AgentConfig) -> int:
+async def _serve(app: web.Application, config: AgentConfig,
+                 stop: asyncio.Event | None = None,
+                 on_ready: Callable[[], None] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, or until `stop` is set when a service wrapper owns the
+    process (Windows); `on_ready` is called once /metrics answers and the checks run."""
+    notifier = Notifier.from_environ()
     use_probe_threads(config.agent.probe_threads)
     host, port = config.agent.host_port
     ssl_context = None
@@ -131,24 +143,55 @@ async def _serve(app: web.Application, config: AgentConfig) -> int:
         await site.start()
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.agent.listen, exc.strerror or exc)
+        notifier.notify(f"STATUS=cannot listen on {config.agent.listen}")
         await runner.cleanup()
         return 1
     log.info("serving /metrics and /healthz on %s://%s",
              "https" if ssl_context else "http", config.agent.listen)
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     agent = app[AGENT_KEY]
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Windows has no loop signal handlers: the service wrapper stops the loop there
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    if hasattr(signal, "SIGHUP"):
-        loop.add_signal_handler(signal.SIGHUP, agent.reload)
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Windows has no loop signal handlers: the service wrapper passes `stop` there
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, _reload, agent, notifier)
+    # the scheduler started in runner.setup(): the first schedule is running and /metrics
+    # answers, which is what READY=1 promises to systemd (Type=notify)
+    notifier.ready(_status_line(agent))
+    if on_ready is not None:
+        on_ready()
+    watchdog = asyncio.create_task(notifier.run_watchdog(lambda: _status_line(agent)),
+                                   name="sd-watchdog")
     await stop.wait()
     log.info("shutting down")
-    await runner.cleanup()
+    notifier.stopping()
+    try:
+        await runner.cleanup()   # the watchdog keeps pinging while the spool flushes
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
     return 0
+
+
+def _reload(agent: Agent, notifier: Notifier) -> None:
+    notifier.reloading()
+    agent.reload()
+    notifier.ready(_status_line(agent))
+
+
+def _status_line(agent: Agent) -> str:
+    """One line for `systemctl status`: how many checks run and how the latest went."""
+    latest = agent.state.latest.values()
+    counts = {s: sum(1 for r in latest if r.status is s) for s in Status}
+    done = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) or "no results yet"
+    line = f"{len(agent.state.checks)} checks: {done}"
+    if not agent.state.reload_ok:
+        line += "; last reload failed"
+    return line
 
 
 if __name__ == "__main__":

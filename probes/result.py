@@ -89,11 +89,20 @@ def time_ordered_uuid() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+SCHEMA_VERSION = 1
+"""The version of the result wire schema this code writes and fully understands. A result
+without `schema_version` is version 1. Version N+1 may only add optional fields; a collector
+reads results of its own version and older strictly, those of version N+1 without the fields
+it does not know (`known_fields_only`), and refuses anything newer
+(docs/decisions/0008-result-schema-version.md)."""
+
+
 class CheckResult(BaseModel):
     """A result on the wire (agent -> collector), per DESIGN.md."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
     id: uuid.UUID = Field(default_factory=time_ordered_uuid)
     agent_id: str = Field(min_length=1, max_length=128)
     check_id: str = Field(min_length=1, max_length=128)
@@ -117,6 +126,23 @@ class CheckResult(BaseModel):
         if value.tzinfo is None:
             raise ValueError("must carry a timezone (UTC)")
         return value.astimezone(UTC)
+
+
+def known_fields_only(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A raw result of a newer schema without the fields this version does not know (in the
+    result and in its metrics), and the names left out (`metrics.unit` for a metric's).
+    `details` and `labels` are free-form and kept whole."""
+    ignored = {key for key in raw if key not in CheckResult.model_fields}
+    known = {key: value for key, value in raw.items() if key in CheckResult.model_fields}
+    if isinstance(known.get("metrics"), list):
+        metrics = []
+        for metric in known["metrics"]:
+            if isinstance(metric, dict):
+                ignored.update(f"metrics.{k}" for k in metric if k not in Metric.model_fields)
+                metric = {k: v for k, v in metric.items() if k in Metric.model_fields}
+            metrics.append(metric)
+        known["metrics"] = metrics
+    return known, sorted(ignored)
 
 
 def result(status: Status, reason: str, summary: str, *, metrics: tuple[Metric, ...] = (),

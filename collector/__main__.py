@@ -21,6 +21,7 @@ from collector.app import create_app
 from collector.config import CollectorConfig, load_collector_config
 from collector.store import Store, StoreError, utcnow
 from probes.config import ConfigError
+from probes.sdnotify import Notifier
 
 log = logging.getLogger("wardwatch.collector")
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="collector on SQLite in ./wardwatch-data + a local agent")
     demo.add_argument("--data-dir", default="wardwatch-data")
     demo.add_argument("--port", type=int, default=9800)
+    demo.add_argument("--agent-port", type=int, default=9810)
 
     agents = sub.add_parser("agents", help="enrol, revoke and list agents")
     agents_sub = agents.add_subparsers(dest="action", required=True)
@@ -88,25 +90,34 @@ def main(argv: list[str] | None = None) -> int:
         if action == "report":
             act.add_argument("--ref", help="the report's document number or link")
 
-    adv = sub.add_parser("advisories", help="offline advisory bundles (CISA KEV, version rules)")
+    adv = sub.add_parser("advisories",
+                         help="offline advisory bundles (CISA KEV, version rules, OSV)")
     adv_sub = adv.add_subparsers(dest="action", required=True)
     aimp = adv_sub.add_parser("import", parents=[common],
                               help="import a bundle carried in (no network is used)")
-    aimp.add_argument("file")
-    aimp.add_argument("--kind", required=True, choices=("kev", "rules"))
+    aimp.add_argument("file", help="the bundle; for --kind osv a zip (osv.dev all.zip), a "
+                      "directory of OSV JSON files or one JSON file")
+    aimp.add_argument("--kind", required=True, choices=("kev", "rules", "osv"))
     aimp.add_argument("--source-date", default="",
-                      help="when the source published it (KEV: read from the file)")
+                      help="when the source published it (KEV: read from the file; OSV: the "
+                      "newest `modified` of its records)")
     aimp.add_argument("--source", default="", help="where it came from (default: the file)")
     aimp.add_argument("--by", default="cli", help="who imports it (kept with the bundle)")
     adv_sub.add_parser("list", parents=[common], help="bundles imported so far")
 
+    from collector.web.cli import add_users_parser, run_users
+    add_users_parser(sub, common)
+
     report = sub.add_parser("report", parents=[common], help="write a report")
-    report.add_argument("kind", choices=("availability",))
+    report.add_argument("kind", choices=("availability", "incidents", "patches", "inspection",
+                                         "annual"))
     report.add_argument("--from", dest="start", help="first day (local) or ISO time; "
                         "default: start of this year")
     report.add_argument("--to", dest="end", help="last day (included) or ISO time; default: now")
     report.add_argument("--system", action="append", help="only this system (repeatable)")
-    report.add_argument("--format", choices=("json", "csv"), default="json")
+    report.add_argument("--format", choices=("html", "xlsx", "json", "csv"), default="json")
+    report.add_argument("--lang", choices=("zh-CN", "en"),
+                        help="report language (default: the config's `language`, zh-CN)")
     report.add_argument("-o", "--output", default="-", help="file to write; - for stdout")
 
     args = parser.parse_args(argv)
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from collector.demo import run_demo
 
-        return run_demo(Path(args.data_dir), args.port)
+        return run_demo(Path(args.data_dir), args.port, args.agent_port)
     try:
         config = load_collector_config(args.config)
     except ConfigError as exc:
@@ -124,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "run":
         return asyncio.run(serve(config))
+    if args.command == "users":
+        return run_users(args, config)
     if args.command == "report":
-        from collector.reports import write_availability_report
+        from collector.reports.command import write_report
 
         try:
-            return write_availability_report(
-                config, start=args.start, end=args.end, systems=args.system,
-                fmt=args.format, output=args.output)
-        except ValueError as exc:
+            return write_report(config, args.kind, start=args.start, end=args.end,
+                                systems=args.system, fmt=args.format,
+                                lang=args.lang or config.language, output=args.output)
+        except (ValueError, StoreError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
@@ -240,6 +253,8 @@ async def _advisories(args: argparse.Namespace, config: CollectorConfig) -> int:
             for bundle in await advisories.bundles():
                 print(json.dumps(_plain(bundle), ensure_ascii=False))
             return 0
+        if args.kind == "osv":
+            return await _import_osv(args, store)
         try:
             data = await asyncio.to_thread(Path(args.file).read_bytes)
         except OSError as exc:
@@ -253,6 +268,22 @@ async def _advisories(args: argparse.Namespace, config: CollectorConfig) -> int:
         return 0
     finally:
         await store.close()
+
+
+async def _import_osv(args: argparse.Namespace, store: Store) -> int:
+    """Import an OSV bundle, then match every host's newest inventory against it."""
+    from collector.findings import FindingsService
+
+    service = FindingsService(store)
+    path = Path(args.file)
+    imported = await service.osv.import_path(
+        path, source=args.source or path.name, source_date=args.source_date, by=args.by,
+        now=utcnow())
+    imported["findings_opened"] = await service.match_osv()
+    print(json.dumps(imported, ensure_ascii=False))
+    if not imported["new"]:
+        print("this bundle was imported before; nothing changed", file=sys.stderr)
+    return 0
 
 
 def _incident_number(value: str) -> int:
@@ -269,6 +300,7 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
 
 async def serve(config: CollectorConfig, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> int:
+    notifier = Notifier.from_environ()   # systemd Type=notify; a no-op elsewhere
     app = create_app(config)
     host, port = _host_port(config.listen)
     ssl_context = None
@@ -281,9 +313,11 @@ async def serve(config: CollectorConfig, ready: asyncio.Event | None = None,
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
+        notifier.notify(f"STATUS=cannot listen on {config.listen}")
         await runner.cleanup()
         return 1
-    log.info("collector serving on %s://%s", "https" if ssl_context else "http", config.listen)
+    scheme = "https" if ssl_context else "http"
+    log.info("collector serving on %s://%s", scheme, config.listen)
     if stop is None:  # standalone: signals stop it; embedded (demo): the caller does
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -292,9 +326,17 @@ async def serve(config: CollectorConfig, ready: asyncio.Event | None = None,
                 loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
+    # the store is migrated and the API answers: what READY=1 promises (docs/deploy.md)
+    notifier.ready(f"serving on {scheme}://{config.listen}")
+    watchdog = asyncio.create_task(notifier.run_watchdog(), name="sd-watchdog")
     await stop.wait()
     log.info("shutting down")
-    await runner.cleanup()
+    notifier.stopping()
+    try:
+        await runner.cleanup()
+    finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
     return 0
 
 

@@ -15,6 +15,7 @@ from alerts.channel_config import Channels
 from alerts.config import IncidentsConfig
 from collector.availability import UnknownPolicy
 from collector.rules import RuleNode, expand_rule, leaves
+from collector.scans import AgentlessConfig
 from collector.schedule import Schedule
 from probes.config import (
     ConfigError,
@@ -60,6 +61,41 @@ class SystemConfig(StrictModel):
         return "down" if self.core else "excluded"
 
 
+class UiConfig(StrictModel):
+    """The web UI (collector/web/, docs/ui.md)."""
+
+    refresh: Duration = 5.0
+    """How often the status board fetches fresh figures."""
+    session_idle: Duration = 30 * 60.0
+    """A session ends after this long without a request."""
+    session_max: Duration = 12 * 3600.0
+    """…and this long after login, whatever its use."""
+    login_attempts: int = Field(default=5, ge=1)
+    """Failed logins allowed per user name and address within `login_window`."""
+    login_window: Duration = 15 * 60.0
+
+
+class ServiceDiscoveryConfig(StrictModel):
+    """Where `GET /api/v1/sd` tells Prometheus to scrape each agent (collector/sd.py,
+    docs/deploy.md "Prometheus and Grafana")."""
+
+    port: int = Field(default=9810, ge=1, le=65535)
+    """The port of the agents' `agent.listen`; the host is the address each agent last
+    pushed from."""
+    targets: dict[str, str] = Field(default_factory=dict)
+    """Agent id -> HOST:PORT of its /metrics, for agents that push through NAT or a proxy
+    or listen on another port."""
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for agent_id, target in value.items():
+            split_listen(target)
+            if not target.rpartition(":")[0].strip("[]"):
+                raise ValueError(f"{agent_id}: {target!r} needs a host (HOST:PORT)")
+        return value
+
+
 class CollectorConfig(StrictModel):
     listen: str = "127.0.0.1:9800"
     store: str = "sqlite:///var/lib/wardwatch/collector.db"
@@ -78,6 +114,11 @@ class CollectorConfig(StrictModel):
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     channels: Channels = ()
     """Where incident notifications go (alerts/channel_config.py; docs/alerts/channels.md)."""
+    ui: UiConfig = Field(default_factory=UiConfig)
+    agentless: AgentlessConfig | None = None
+    """Hosts scanned over SSH on a schedule (collector/scans.py, docs/agentless.md)."""
+    service_discovery: ServiceDiscoveryConfig = Field(default_factory=ServiceDiscoveryConfig)
+    """Prometheus HTTP service discovery of the agents' /metrics (collector/sd.py)."""
     public_url: str | None = None
     """The collector's address as people reach it (https://wardwatch.hospital.local), for the
     link in notifications."""

@@ -322,3 +322,63 @@ advisory_bundles = Table(
 )
 """Advisory data carried in offline (CISA KEV JSON, version rules CSV): each bundle with the
 date its source published it; the newest of a kind is the one in force."""
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("language", String(8), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime, nullable=True),
+)
+"""People who use the web UI: viewer, operator or admin; the password as a salted scrypt
+hash (collector/web/passwords.py); a disabled user keeps the row for the audit log."""
+
+web_sessions = Table(
+    "web_sessions", metadata,
+    # SHA-256 of the cookie's random id: a read of the table does not yield a usable cookie
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Index(None, "user_id"),
+    Index(None, "expires_at"),
+)
+"""Web UI sessions, in the database so that several collectors behind a load balancer share
+them; `expires_at` is the absolute limit, `last_seen` + the idle limit the other one."""
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("username", String(128), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(256), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("address", String(64), nullable=True),
+    Index(None, "at"),
+    Index(None, "action", "target", "at"),
+)
+"""Every action taken in the web UI (logins, failed logins, logouts, incident actions,
+maintenance windows, user changes): who, what, on what, from where. Append-only."""
+
+agentless_scans = Table(
+    "agentless_scans", metadata,
+    Column("agent_id", String(128), primary_key=True),
+    Column("target", String(300), nullable=False),
+    Column("last_started_at", UtcDateTime, nullable=True),
+    Column("last_finished_at", UtcDateTime, nullable=True),
+    Column("last_ok", Boolean, nullable=True),
+    Column("last_reason", String(32), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_success_at", UtcDateTime, nullable=True),
+    Column("runs", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),
+)
+"""Agentless SSH scans the collector runs (collector/scans.py): per scanned host, when the last
+scan started and ended and how it went, so that a restart resumes the schedule instead of
+scanning every host again, and a failed scan (host key refused, unreachable) is on record."""

@@ -316,7 +316,9 @@ async def test_overloaded_by_slow_requests(tomcat: Tomcat) -> None:
             deadline = loop.time() + 2.5   # well inside the 3 s the requests hold
             while True:  # until all slow requests hold a thread (bounded)
                 outcome = await probe(as_user(tomcat), ProbeMemory())
-                if outcome.reason != "ok" or loop.time() > deadline:
+                # 9/10 busy is already a warning: wait for the last slow request to hold its
+                # thread too (a loaded CI machine starts them a little apart)
+                if outcome.status is Status.CRITICAL or loop.time() > deadline:
                     break
                 await asyncio.sleep(0.05)
             warned = await probe(as_user(tomcat, busy_thread_ratio={"warning": 0.5}),

@@ -386,7 +386,8 @@ class Store:
                         agent_check: Sequence[tuple[str, str]] | None = None
                         ) -> list[CheckInterval]:
         """State intervals overlapping [start, end), optionally only of these checks."""
-        query = sa.select(*_INTERVAL_COLUMNS).where(
+        sqlite_text = self.dialect == "sqlite"
+        query = sa.select(*(_INTERVAL_COLUMNS_TEXT if sqlite_text else _INTERVAL_COLUMNS)).where(
             check_intervals.c.end > start, check_intervals.c.start < end)
         if agent_check is not None:
             if not agent_check:
@@ -395,7 +396,16 @@ class Store:
         query = query.order_by(check_intervals.c.start)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [CheckInterval(*row) for row in rows]
+        if not sqlite_text:
+            return [CheckInterval(*row) for row in rows]
+        # SQLite keeps the times as ISO text: one C call each instead of SQLAlchemy's regex
+        # parse and the UTC type's conversion (two thirds of an incident round's time was
+        # decoding these rows); tested equal to the typed read
+        parse = datetime.fromisoformat
+        return [CheckInterval(a, c, sy, k, st, re_, su, parse(s0).replace(tzinfo=UTC),
+                              parse(e0).replace(tzinfo=UTC), parse(l0).replace(tzinfo=UTC),
+                              n, bool(o))
+                for a, c, sy, k, st, re_, su, s0, e0, l0, n, o in rows]
 
     async def first_seen(self, agent_check: Sequence[tuple[str, str]]) -> datetime | None:
         """The start of the earliest state interval of these checks."""
@@ -541,6 +551,10 @@ class Store:
 
 
 _INTERVAL_COLUMNS = [check_intervals.c[name] for name in CheckInterval.__dataclass_fields__]
+_INTERVAL_COLUMNS_TEXT = [sa.type_coerce(c, sa.String).label(c.name)
+                          if c.name in ("start", "end", "last_result_at") else c
+                          for c in _INTERVAL_COLUMNS]
+"""The same, with the times as SQLite stores them (naive UTC ISO text)."""
 
 KNOWN_CHECKS_TTL_S = 60.0
 TOKEN_CACHE_S = 5.0

@@ -140,3 +140,26 @@ async def test_a_duplicate_inside_one_batch_is_stored_once(tmp_path: Path) -> No
         assert await store.count_results() == 2
     finally:
         await store.close()
+
+
+async def test_intervals_read_as_text_equal_the_typed_read(tmp_path: Path) -> None:
+    """Store.intervals parses SQLite's ISO text itself; the values equal SQLAlchemy's typed
+    read of the same rows (whole seconds, microseconds, open and closed intervals)."""
+    from collector.store import _INTERVAL_COLUMNS, CheckInterval
+
+    store = await Store.open(f"sqlite:///{tmp_path / 'i.db'}")
+    try:
+        await store.add_agent("a1", T0)
+        await store.ingest("a1", [res("web", s, t) for s, t in
+                                  (("ok", 0), ("ok", 30.5), ("critical", 61.000001),
+                                   ("ok", 90), ("ok", 500))]
+                           + [res("db", "ok", 0.25)], T0)
+        got = await store.intervals(T0 - timedelta(days=1), T0 + timedelta(days=1))
+        async with store.engine.connect() as conn:
+            typed = [CheckInterval(*row) for row in (await conn.execute(
+                sa.select(*_INTERVAL_COLUMNS).order_by(check_intervals.c.start))).all()]
+        assert got == typed and len(got) == 5
+        assert all(iv.start.tzinfo is UTC for iv in got)
+        assert {iv.is_open for iv in got} == {True, False}
+    finally:
+        await store.close()

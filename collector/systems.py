@@ -14,7 +14,7 @@ thread, so the event loop (ingest, the API, the board) is never held for long by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -154,6 +154,24 @@ def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
     `rule`, if given, is the system's rule over `sweep_keys(intervals, members)` (from
     `RuleCache.rule`); otherwise it is compiled here.
     """
+    keys = sweep_keys(intervals, members)
+    # the rule is evaluated once per combination of member states, not once per boundary
+    state_of = rule if rule is not None else memoised(compile_rule(system.rule, keys))
+    changes = list(state_changes(intervals, start, end, keys, state_of))
+    # stretches are contiguous: each lasts until the next change, the last until `end`
+    ends = [when for when, _state, _cause in changes[1:]] + ([end] if changes else [])
+    return [StateInterval(when, until, state, cause)
+            for (when, state, cause), until in zip(changes, ends, strict=True)]
+
+
+def state_changes(intervals: Sequence[CheckInterval], start: datetime, end: datetime,
+                  keys: Sequence[CheckKey], state_of: RuleFn
+                  ) -> Iterator[tuple[datetime, State, str]]:
+    """The sweep over interval boundaries in [start, end): `(when, state, cause)` at `start`
+    and at every later boundary where the system's state changes. `keys` are
+    `sweep_keys(intervals, members)`, the order `state_of` takes the member states in;
+    `cause` names the members that are not up (empty when up). `timeline` makes stretches
+    of these; the board takes only the last."""
     events: list[tuple[datetime, int, CheckKey, CheckInterval | None]] = []
     for iv in intervals:
         key = (iv.agent_id, iv.check_id)
@@ -163,16 +181,10 @@ def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
         events.append((max(iv.start, start), 1, key, iv))
         events.append((min(iv.end, end), 0, key, None))
     events.sort(key=lambda e: (e[0], e[1]))
-    keys = sweep_keys(intervals, members)
-    # the rule is evaluated once per combination of member states, not once per boundary
-    state_of = rule if rule is not None else memoised(compile_rule(system.rule, keys))
     position = {key: i for i, key in enumerate(keys)}
     states: list[State] = ["unknown"] * len(keys)   # kept in step with `current`
     current: dict[CheckKey, CheckInterval] = {}
-    out: list[StateInterval] = []
-    # the stretch being built: boundaries follow one another without gaps, so a stretch
-    # goes on until the state changes, and is made (validated) once, when it ends
-    run_start, run_state, run_cause = start, None, ""
+    last_state: State | None = None
     cursor = start
     index = 0
     while cursor < end:
@@ -187,15 +199,10 @@ def timeline(system: SystemConfig, intervals: Sequence[CheckInterval],
             index += 1
         following = events[index][0] if index < len(events) else end
         state = state_of(tuple(states))
-        if state != run_state:
-            if run_state is not None:
-                out.append(StateInterval(run_start, cursor, run_state, run_cause))
-            run_start, run_state = cursor, state
-            run_cause = "" if state == "up" else _cause(current, state)
+        if state != last_state:
+            last_state = state
+            yield cursor, state, "" if state == "up" else _cause(current, state)
         cursor = following
-    if run_state is not None:
-        out.append(StateInterval(run_start, cursor, run_state, run_cause))
-    return out
 
 
 def _cause(current: dict[CheckKey, CheckInterval], state: State) -> str:

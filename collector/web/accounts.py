@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from collector.config import UiConfig
 from collector.schema import audit_log, users, web_sessions
@@ -103,10 +104,7 @@ class Accounts:
                                       .values(password_hash=hashed))
             if done.rowcount == 0:
                 raise StoreError(f"no user {name!r}")
-            # a new password ends every session opened with the old one
-            await conn.execute(web_sessions.delete().where(
-                web_sessions.c.user_id == sa.select(users.c.id).where(users.c.name == name)
-                .scalar_subquery()))
+            await _end_sessions(conn, name)   # a new password ends the old one's sessions
 
     async def disable(self, name: str, now: datetime) -> None:
         async with self.store.transaction() as conn:
@@ -115,9 +113,7 @@ class Accounts:
                                       .values(disabled_at=now))
             if done.rowcount == 0:
                 raise StoreError(f"no active user {name!r}")
-            await conn.execute(web_sessions.delete().where(
-                web_sessions.c.user_id == sa.select(users.c.id).where(users.c.name == name)
-                .scalar_subquery()))
+            await _end_sessions(conn, name)
 
     async def set_language(self, user_id: int, language: str) -> None:
         if language not in LANGUAGES:
@@ -221,6 +217,12 @@ class Accounts:
         async with self.store.engine.connect() as conn:
             failed = int((await conn.execute(query)).scalar_one())
         return failed < self.config.login_attempts
+
+
+async def _end_sessions(conn: AsyncConnection, name: str) -> None:
+    await conn.execute(web_sessions.delete().where(
+        web_sessions.c.user_id == sa.select(users.c.id).where(users.c.name == name)
+        .scalar_subquery()))
 
 
 def _check_role(role: str) -> None:

@@ -16,7 +16,7 @@ hundreds of hosts (target ≤ 100 ms server time for 300 hosts / 50 systems, ben
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,9 +25,8 @@ from typing import Any
 from collector.availability import StateInterval
 from collector.config import CollectorConfig
 from collector.incidents import Incident, IncidentService
-from collector.rules import STATUS_STATE, State
 from collector.store import CheckInterval, Store
-from collector.systems import CheckKey, RuleFn, Systems, SystemState, _cause, sweep_keys
+from collector.systems import CheckKey, RuleFn, Systems, SystemState, state_changes, sweep_keys
 
 
 @dataclass(frozen=True)
@@ -117,45 +116,16 @@ class Board:
 def last_stretch(intervals: Sequence[CheckInterval], start: datetime, end: datetime,
                  members: Sequence[CheckKey], rule: RuleFn) -> StateInterval:
     """The last stretch of `collector.systems.timeline(system, intervals, start, end,
-    members, rule)` — the same sweep over interval boundaries — without building the
-    stretches before it. `rule` is the system's rule over `sweep_keys(intervals, members)`
+    members, rule)` — the same sweep (`state_changes`) — without building the stretches
+    before it. `rule` is the system's rule over `sweep_keys(intervals, members)`
     (`RuleCache.rule`: compiled, its answers memoised across calls; a system whose 30 members
     changed a few times today has hundreds of boundaries, and the rule's answers for the same
     member states do not change from one board refresh to the next).
 
     tests/collector/web/test_pages.py checks it equals `Systems.current` on the same data."""
-    events: list[tuple[datetime, int, CheckKey, CheckInterval | None]] = []
-    for iv in intervals:
-        key = (iv.agent_id, iv.check_id)
-        if iv.end <= start or iv.start >= end:
-            continue
-        events.append((max(iv.start, start), 1, key, iv))
-        events.append((min(iv.end, end), 0, key, None))
-    events.sort(key=lambda e: (e[0], e[1]))
-    keys = sweep_keys(intervals, members)
-    position = {key: i for i, key in enumerate(keys)}
-    states: list[State] = ["unknown"] * len(keys)   # kept in step with `current`
-    current: dict[CheckKey, CheckInterval] = {}
-    last_start, last_cause = start, ""
-    last_state: State | None = None
-    cursor = start
-    index = 0
-    while cursor < end:
-        while index < len(events) and events[index][0] <= cursor:
-            _when, is_start, key, started = events[index]
-            if is_start and started is not None:
-                current[key] = started
-                states[position[key]] = STATUS_STATE[started.status]
-            elif not is_start and key in current and current[key].end <= cursor:
-                del current[key]
-                states[position[key]] = "unknown"
-            index += 1
-        following = events[index][0] if index < len(events) else end
-        state = rule(tuple(states))
-        if state != last_state:   # stretches are contiguous: only a change starts one
-            last_start, last_state = cursor, state
-            last_cause = "" if state == "up" else _cause(current, state)
-        cursor = following
-    if last_state is None:
+    changes = deque(state_changes(intervals, start, end, sweep_keys(intervals, members), rule),
+                    maxlen=1)
+    if not changes:
         raise ValueError("an empty period has no stretch")
-    return StateInterval(last_start, end, last_state, last_cause)
+    when, state, cause = changes[0]
+    return StateInterval(when, end, state, cause)

@@ -105,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     aimp.add_argument("--by", default="cli", help="who imports it (kept with the bundle)")
     adv_sub.add_parser("list", parents=[common], help="bundles imported so far")
 
+    audit = sub.add_parser("audit", help="the audit trails' hash chains")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    averify = audit_sub.add_parser(
+        "verify", parents=[common],
+        help="walk the audit log and the maintenance trail; exit 1 at the first broken row")
+    averify.add_argument("--anchor", action="append", default=[], metavar="HASH",
+                         help="a head hash exported earlier (signed report, external log) "
+                         "that must still be in a chain (repeatable)")
+
     from collector.web.cli import add_users_parser, run_users
     add_users_parser(sub, common)
 
@@ -152,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_incidents(args, config))
         if args.command == "advisories":
             return asyncio.run(_advisories(args, config))
+        if args.command == "audit":
+            return asyncio.run(_audit(args, config))
         return asyncio.run(_admin(args, config))
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -268,6 +279,23 @@ async def _advisories(args: argparse.Namespace, config: CollectorConfig) -> int:
         return 0
     finally:
         await store.close()
+
+
+async def _audit(args: argparse.Namespace, config: CollectorConfig) -> int:
+    """`audit verify`: OK with row counts and head hashes, or the first broken row."""
+    from collector.auditchain import verify_all
+
+    store = await Store.open(config.store, synchronous=config.store_synchronous)
+    try:
+        reports, missing = await verify_all(store.engine, args.anchor)
+    finally:
+        await store.close()
+    for report in reports:
+        print(report.line())
+    for anchor in missing:
+        print(f"anchor {anchor}: not in any chain (newest rows deleted, or a chain "
+              "rewritten)")
+    return 0 if all(r.ok for r in reports) and not missing else 1
 
 
 async def _import_osv(args: argparse.Namespace, store: Store) -> int:

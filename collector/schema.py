@@ -154,8 +154,12 @@ maintenance_audit = Table(
     Column("at", UtcDateTime, nullable=False),
     Column("by", String(128), nullable=False),
     Column("record", JSON, nullable=False),
+    # hash chain (collector/auditchain.py): the previous row's hash and this row's
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
     UniqueConstraint("maintenance_id", "at", "action"),
 )
+"""Every change of a maintenance window, append-only and hash-chained."""
 
 incidents = Table(
     "incidents", metadata,
@@ -360,11 +364,16 @@ audit_log = Table(
     Column("target", String(256), nullable=False),
     Column("detail", JSON, nullable=False),
     Column("address", String(64), nullable=True),
+    # hash chain (collector/auditchain.py): the previous row's hash and this row's
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
     Index(None, "at"),
     Index(None, "action", "target", "at"),
 )
 """Every action taken in the web UI (logins, failed logins, logouts, incident actions,
-maintenance windows, user changes): who, what, on what, from where. Append-only."""
+maintenance windows, user changes): who, what, on what, from where. Append-only (triggers
+refuse UPDATE and DELETE) and hash-chained, so an edit is detected
+(`wardwatch-collector audit verify`)."""
 
 agentless_scans = Table(
     "agentless_scans", metadata,

@@ -33,6 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from collector.auditchain import append
 from collector.schema import (
     agents,
     check_intervals,
@@ -522,8 +523,9 @@ class Store:
                      by: str, now: datetime) -> None:
         record = {k: (v.isoformat() if isinstance(v, datetime) else v)
                   for k, v in window.__dict__.items()}
-        await conn.execute(maintenance_audit.insert().values(
-            maintenance_id=window.id, action=action, at=now, by=by, record=record))
+        await append(conn, maintenance_audit, {
+            "maintenance_id": window.id, "action": action, "at": now, "by": by,
+            "record": record})
 
     async def maintenance_windows(self, *, system: str | None = None,
                                   start: datetime | None = None, end: datetime | None = None,

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from collector.auditchain import append
 from collector.config import UiConfig
 from collector.schema import audit_log, users, web_sessions
 from collector.store import Store, StoreError
@@ -193,9 +194,9 @@ class Accounts:
     async def audit(self, *, at: datetime, user: str | None, action: str, target: str,
                     detail: dict[str, Any] | None = None, address: str | None = None) -> None:
         async with self.store.transaction() as conn:
-            await conn.execute(audit_log.insert().values(
-                at=at, username=user, action=action, target=target[:256],
-                detail=detail or {}, address=(address or "")[:64] or None))
+            await append(conn, audit_log, {
+                "at": at, "username": user, "action": action, "target": target[:256],
+                "detail": detail or {}, "address": (address or "")[:64] or None})
 
     async def audit_entries(self, limit: int = 200, *, action: str | None = None
                             ) -> list[dict[str, Any]]:

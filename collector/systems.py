@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from collector.availability import (
@@ -286,7 +286,7 @@ class Systems:
             return iv
         interval = iv.end - iv.last_result_at
         stands_until = min(now, iv.last_result_at + interval * self.config.stale_after)
-        return replace(iv, end=max(iv.end, stands_until))
+        return iv._replace(end=max(iv.end, stands_until))
 
     async def availability(self, system: SystemConfig, start: datetime, end: datetime,
                            now: datetime) -> AvailabilityReport:

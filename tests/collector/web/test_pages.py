@@ -8,6 +8,7 @@ import random
 import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,48 @@ async def test_board_states_are_those_of_systems_current(ui: Ui) -> None:
         states = await ui.app[BOARD_KEY].states(now)
         for system in ui.app[CONFIG_KEY].systems:
             assert states[system.id] == await ui.app[SYSTEMS_KEY].current(system, now)
+
+
+async def test_board_reads_the_day_only_for_systems_steady_within_the_hour(ui: Ui) -> None:
+    """A state that changed within the last hour is decided by the recent read; one steady
+    for longer (or with no data) is read again over the day, for its members only — and
+    both give what `Systems.current` gives, `since` included."""
+    now = datetime.now(UTC)
+    # EMR: critical for 3 hours
+    critical_since = now - timedelta(hours=3)
+    await ui.store.ingest("emr-01", [
+        CheckResult(agent_id="emr-01", check_id="web", kind="tcp", status=Status.CRITICAL,
+                    reason="connect_refused", started_at=critical_since + timedelta(
+                        minutes=m), duration_s=0.01, interval_s=60, summary="")
+        for m in range(0, 180, 1)], now)
+    # HIS: warning since 25 seconds ago
+    await ui.feed("his-01", Status.WARNING, 3, timedelta(seconds=25))
+    reads: list[tuple[datetime, object]] = []
+    store = ui.store
+    original = store.intervals
+
+    async def counted(start: datetime, end: datetime, scope: object = None,
+                      **kwargs: Any) -> object:
+        reads.append((start, scope))
+        return await original(start, end, scope, **kwargs)   # type: ignore[arg-type]
+
+    store.intervals = counted   # type: ignore[method-assign]
+    try:
+        now = datetime.now(UTC)
+        states = await ui.app[BOARD_KEY].states(now)
+    finally:
+        del store.intervals
+    for system in ui.app[CONFIG_KEY].systems:
+        assert states[system.id] == await ui.app[SYSTEMS_KEY].current(system, now)
+    assert states["HIS"].state == "degraded"
+    assert now - states["HIS"].since < timedelta(minutes=1)
+    assert states["EMR"].state == "down"
+    assert states["EMR"].since == critical_since
+    assert [round((now - start).total_seconds()) for start, _ in reads] == [3600, 86400]
+    emr_members = await ui.app[SYSTEMS_KEY].member_map()
+    day_scope = reads[1][1]
+    assert isinstance(day_scope, list) and set(emr_members["EMR"]) <= set(day_scope)
+    assert not set(emr_members["HIS"]) & set(day_scope)
 
 
 async def test_board_page_has_no_inline_script_and_strict_headers(ui: Ui) -> None:

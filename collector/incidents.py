@@ -101,7 +101,14 @@ class Change:
 
 
 class IncidentError(StoreError):
-    """A person's action that cannot apply (unknown incident, wrong state)."""
+    """A person's action that cannot apply (unknown incident, wrong state). `code` names the
+    case for the UI, which says it in the reader's language (`incident_error_<code>`):
+    `not_found`, `not_open`, `still_open`, `closed_already`."""
+
+    def __init__(self, message: str, code: str, number: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.number = number
 
 
 ChangeSink = Callable[[AsyncConnection, Change, datetime], Any]
@@ -311,7 +318,8 @@ class IncidentService:
             result = await conn.execute(incidents.update().where(
                 incidents.c.id == incident.id, incidents.c.state == "open").values(**values))
             if result.rowcount != 1:
-                raise IncidentError(f"{incident.number} is not open")
+                raise IncidentError(f"{incident.number} is not open", "not_open",
+                                    incident.number)
             await self._met(conn, incident.id, "recover", at)
             recovered = await self._get(conn, incident.id)
             await self._event(conn, recovered, now, "recovered", by, note,
@@ -371,7 +379,8 @@ class IncidentService:
         incident = await self.get(incident_id)
         self.settled.discard(incident.system)
         if incident.state != "open":
-            raise IncidentError(f"{incident.number} is {incident.state}, not open")
+            raise IncidentError(f"{incident.number} is {incident.state}, not open", "not_open",
+                                incident.number)
         return (await self._recover(incident, now, by, note, now)).incident
 
     async def report(self, incident_id: int, by: str, note: str, ref: str | None,
@@ -394,9 +403,11 @@ class IncidentService:
         async with self.store.transaction() as conn:
             incident = await self._get(conn, incident_id)
             if incident.state == "open":
-                raise IncidentError(f"{incident.number} is still open: recover it first")
+                raise IncidentError(f"{incident.number} is still open: recover it first",
+                                    "still_open", incident.number)
             if incident.state == "closed":
-                raise IncidentError(f"{incident.number} is closed already")
+                raise IncidentError(f"{incident.number} is closed already", "closed_already",
+                                    incident.number)
             await conn.execute(incidents.update().where(incidents.c.id == incident_id)
                                .values(state="closed", closed_at=now, closed_by=by,
                                        updated_at=now))
@@ -522,7 +533,7 @@ class IncidentService:
         row = (await conn.execute(sa.select(*self._columns)
                                   .where(incidents.c.id == incident_id))).first()
         if row is None:
-            raise IncidentError(f"no incident {incident_id}")
+            raise IncidentError(f"no incident {incident_id}", "not_found")
         return Incident(*row)
 
     def _clocks(self, level: int, since: datetime, recovered_at: datetime | None) -> Clocks:

@@ -45,6 +45,7 @@ def setup_web(app: web.Application) -> None:
     r.add_post("/incidents/{id}/{action}", views.incident_action)
     r.add_get("/maintenance", views.maintenance_page)
     r.add_post("/maintenance", views.maintenance_add)
+    r.add_post("/maintenance/{id}/cancel", views.maintenance_cancel)
     r.add_get("/reports", views.reports_page)
     r.add_post("/reports", views.reports_build)
     r.add_get("/users", views.users_page)

@@ -223,10 +223,12 @@ async def incident_action(request: web.Request, session: Session) -> web.StreamR
         else:
             incident = await service.close(incident_id, by, note, now)
     except IncidentError as exc:
-        if str(exc).startswith("no incident"):
+        if exc.code == "not_found":
             return refusal(request, session, 404, "not_found")
+        words = base_context(request, session)["t"]
         return await _incident_view(request, session, await service.get(incident_id),
-                                    error=str(exc), status=409)
+                                    error=words(f"incident_error_{exc.code}",
+                                                number=exc.number), status=409)
     request.app[SEND_KEY].set()
     await request.app[ACCOUNTS_KEY].audit(
         at=now, user=by, action=f"incident_{action}", target=incident.number,
@@ -248,6 +250,7 @@ async def _maintenance_view(request: web.Request, session: Session, *,
         **base_context(request, session), "windows": windows[:500],
         "systems": request.app[CONFIG_KEY].systems, "error": error,
         "form": form or {}, "added": request.query.get("added"),
+        "cancelled": request.query.get("cancelled_id"),
         "show_cancelled": show_cancelled}, status=status)
 
 
@@ -297,6 +300,33 @@ async def maintenance_add(request: web.Request, session: Session) -> web.StreamR
                 "end": window.end.isoformat(), "kind": window.kind, "reason": window.reason,
                 "approved_by": window.approved_by}, address=client_address(request))
     raise web.HTTPSeeOther(f"/maintenance?added={window.id}")
+
+
+@page("operator")
+async def maintenance_cancel(request: web.Request, session: Session) -> web.StreamResponse:
+    """Cancel a window (`wardwatch-collector maintenance cancel` does the same): kept with
+    who and when, in the window's own audit trail and the UI's audit log; its time counts as
+    planned hours again."""
+    raw = request.match_info["id"]
+    window_id = int(raw) if raw.isdigit() and len(raw) < 12 else None
+    if window_id is None:
+        return refusal(request, session, 404, "not_found")
+    now = utcnow()
+    try:
+        window = await request.app[STORE_KEY].cancel_maintenance(
+            window_id, by=session.user.name, now=now)
+    except StoreError:
+        words = base_context(request, session)["t"]
+        return await _maintenance_view(request, session, status=409,
+                                       error=words("window_not_active", id=window_id))
+    request.app[SYSTEMS_KEY].forget_year_to_date(window.system)
+    await request.app[ACCOUNTS_KEY].audit(
+        at=now, user=session.user.name, action="maintenance_cancel",
+        target=f"maintenance/{window.id}",
+        detail={"system": window.system, "start": window.start.isoformat(),
+                "end": window.end.isoformat(), "kind": window.kind},
+        address=client_address(request))
+    raise web.HTTPSeeOther(f"/maintenance?cancelled_id={window.id}")
 
 
 def _validation_text(exc: ValidationError) -> str:

@@ -226,6 +226,61 @@ async def test_maintenance_form_reads_local_times_and_validates(ui: Ui) -> None:
     assert len(await ui.store.maintenance_windows()) == 1
 
 
+async def test_maintenance_cancel_from_the_ui(ui: Ui) -> None:
+    """An operator cancels a window: kept with who and when, in the window's trail and the
+    audit log; the page lists it only when asked for cancelled ones; a viewer cannot, a
+    second cancel is refused in the reader's language, nothing without the CSRF token."""
+    window = await ui.store.add_maintenance(
+        system="EMR", start=datetime(2026, 5, 1, 14, tzinfo=UTC),
+        end=datetime(2026, 5, 1, 18, tzinfo=UTC), kind="planned", reason="补丁",
+        approved_by="张主任", by="cli", now=datetime.now(UTC))
+    await ui.login("viewer1")
+    _, text = await ui.page("/maintenance")
+    assert f'action="/maintenance/{window.id}/cancel"' not in text   # not a viewer's action
+    token = await ui.csrf()
+    resp = await ui.post(f"/maintenance/{window.id}/cancel", {}, token=token)
+    assert resp.status == 403
+    await ui.post("/logout", {}, token=token)
+    await ui.login("op1")
+    _, text = await ui.page("/maintenance")
+    assert f'action="/maintenance/{window.id}/cancel"' in text
+    token = hidden(text, "csrf_token")
+    resp = await ui.post(f"/maintenance/{window.id}/cancel", {})   # no CSRF token
+    assert resp.status == 403
+    assert len(await ui.store.maintenance_windows()) == 1
+    resp = await ui.post(f"/maintenance/{window.id}/cancel", {}, token=token)
+    assert resp.status == 303 and resp.headers["Location"].endswith(f"cancelled_id={window.id}")
+    assert await ui.store.maintenance_windows() == []
+    [cancelled] = await ui.store.maintenance_windows(include_cancelled=True)
+    assert cancelled.cancelled_by == "op1" and cancelled.cancelled_at is not None
+    trail = await ui.store.maintenance_history(window.id)
+    assert [entry["action"] for entry in trail] == ["created", "cancelled"]
+    [entry] = await ui.accounts.audit_entries(action="maintenance_cancel")
+    assert entry["target"] == f"maintenance/{window.id}" and entry["username"] == "op1"
+    _, text = await ui.page("/maintenance")
+    assert "补丁" not in text
+    _, text = await ui.page("/maintenance", cancelled="true")
+    assert "补丁" in text and MESSAGES["cancelled_by"][0].format(by="op1", at="")[:-1] in text
+    resp = await ui.post(f"/maintenance/{window.id}/cancel", {}, token=token)
+    assert resp.status == 409
+    assert MESSAGES["window_not_active"][0].format(id=window.id) in await resp.text()
+    resp = await ui.post("/maintenance/x1/cancel", {}, token=token)
+    assert resp.status == 404
+
+
+async def test_incident_action_refusal_in_the_readers_language(ui: Ui) -> None:
+    incident_id = await ui.open_incident()
+    await ui.login("op1")
+    token = await ui.csrf()
+    [incident] = await ui.app_incidents()
+    resp = await ui.post(f"/incidents/{incident_id}/close", {}, token=token)
+    assert resp.status == 409
+    text = await resp.text()
+    assert MESSAGES["incident_error_still_open"][0].format(number=incident.number) in text
+    resp = await ui.post(f"/incidents/{incident_id}/close?lang=en", {}, token=token)
+    assert f"{incident.number} is still open: recover it first" in await resp.text()
+
+
 async def test_system_page_strip_and_stretches(ui: Ui) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(hours=2)

@@ -47,6 +47,9 @@ class AgentCollector(Collector):
         self._version = version
         self._push = push
         self._process = psutil.Process()
+        # uptime is a duration: monotonic, so a wall-clock step (NTP, a VM resumed, an
+        # operator's `date -s`) neither freezes it at 0 nor adds an hour to it
+        self._started = time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
         yield from self._check_families()
@@ -88,6 +91,11 @@ class AgentCollector(Collector):
         for reason, count in sorted(snap.dropped_total.items()):
             dropped.add_metric([reason], count)
         yield dropped
+        yield CounterMetricFamily(
+            PREFIX + "agent_spool_corrupt_bytes",
+            "Bytes of torn or damaged spool data skipped or cut since the agent started "
+            "(the results among them count as dropped, reason corrupt).",
+            value=snap.spool_corrupt_bytes)
 
     def _check_families(self) -> Iterator[Metric]:
         state = self._state
@@ -167,7 +175,7 @@ class AgentCollector(Collector):
                                   value=cpu.user + cpu.system)
         yield GaugeMetricFamily(PREFIX + "agent_uptime_seconds",
                                 "Seconds since the agent started.",
-                                value=max(0.0, time.time() - state.started_at))
+                                value=time.monotonic() - self._started)
 
 
 def _probe_family(kind: str, name: str) -> Metric:

@@ -104,6 +104,8 @@ class PushSnapshot:
     """Results that will never be delivered, by reason: the spool's `overflow`, `corrupt`,
     `invalid`, `too_large`, and `unwritable` (queued in memory while the disk refused writes
     for longer than the queue holds)."""
+    spool_corrupt_bytes: int = 0
+    """Bytes of torn or damaged spool data skipped or cut since the agent started."""
 
 
 class Pusher:
@@ -203,6 +205,7 @@ class Pusher:
             spool_pending_results=self._spool.pending_count,
             spool_pending_bytes=self._spool.pending_bytes,
             dropped_total=dropped,
+            spool_corrupt_bytes=self._spool.corrupt_bytes,
         )
 
     # -- spool writer ------------------------------------------------------------------------

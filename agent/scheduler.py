@@ -5,6 +5,12 @@ of agent id and check id, so checks of equal interval spread over the interval i
 firing together, and keep the same phase across restarts (as Prometheus spreads scrapes).
 A run that overruns skips the slots it missed rather than bunching them up.
 
+The wall clock plays no part in the schedule: a step of it (NTP correcting a wrong clock, a
+VM resumed, `date -s`) neither fires a burst of runs nor stalls them, and durations come from
+the monotonic clock too. Results carry wall time (`started_at`) and so follow the step; the
+scheduler logs each step it notices (a jump of >= CLOCK_STEP_S between two runs) so that a
+shift in the evidence can be explained later (docs/agent-faults.md).
+
 On reload, checks whose config is unchanged keep their task (and so their schedule); changed
 ones are restarted, removed ones cancelled, new ones started.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Callable
 
@@ -25,11 +32,33 @@ log = logging.getLogger("wardwatch.agent.scheduler")
 
 ResultSink = Callable[[CheckResult, float], None]
 
+CLOCK_STEP_S = 2.0
+"""A change of (wall - monotonic) this large between two runs is a step, not NTP slewing
+(at most 0.5 ms a second)."""
+
 
 def phase_offset(agent_id: str, check_id: str, interval: float) -> float:
     """A stable offset in [0, interval) for this check."""
     digest = zlib.crc32(f"{agent_id}/{check_id}".encode())
     return (digest / 2**32) * interval
+
+
+class WallClockWatch:
+    """Notices steps of the wall clock by comparing it with the monotonic clock."""
+
+    def __init__(self) -> None:
+        self._offset = time.time() - time.monotonic()
+
+    def observe(self) -> float:
+        """The step since the last observation (0.0 when none), logged when there was one."""
+        offset = time.time() - time.monotonic()
+        step, self._offset = offset - self._offset, offset
+        if abs(step) < CLOCK_STEP_S:
+            return 0.0
+        log.warning("the wall clock stepped by %+.1f s (NTP, a resumed VM or a manual change); "
+                    "schedules and durations are unaffected, result timestamps (started_at) "
+                    "follow the new time", step)
+        return step
 
 
 class Scheduler:
@@ -39,6 +68,7 @@ class Scheduler:
         self._tasks: dict[str, tuple[CheckConfig, asyncio.Task[None]]] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
         self._epoch = asyncio.get_running_loop().time()
+        self._wall = WallClockWatch()
 
     @property
     def check_ids(self) -> set[str]:
@@ -93,6 +123,7 @@ class Scheduler:
             async with self._slots:
                 lag = max(0.0, loop.time() - next_slot)
                 result = await run_check(check, self._agent_id, memory)
+            self._wall.observe()
             try:
                 self._sink(result, lag)
             except Exception:  # a sink bug must not stop the schedule

@@ -23,6 +23,17 @@ segment(s) whole, counting and logging the unacknowledged results they held (`dr
 reason `overflow`). The count of pending results is rebuilt by scanning at open; nothing but
 the cursor is trusted from the previous run.
 
+Damage (docs/agent-faults.md): a line is a record only if it ends in a newline, its checksum
+matches and its payload is a JSON object (the last is checked when the record is read, so an
+open does not parse the whole spool). Anything else is skipped, never fatal: the readable
+records around it are kept, in order. A torn or garbage tail of the newest segment (no final
+newline) is cut at open, so the next append starts on a line boundary. Damaged lines that
+look like records (a checksum-shaped head) count as results under `dropped["corrupt"]`; every
+damaged byte counts in `corrupt_bytes`; one WARNING at open (and one per record found later)
+says how many and why. When the saved cursor no longer fits the files (it points past a
+truncated end, or into a line), the corrected cursor is written at once: new records appended
+where the old cursor pointed must not count as acknowledged at the next open.
+
 The API is blocking (file I/O and fsync); async callers run it in a thread
 (`asyncio.to_thread`). One lock serialises every call, so a writer thread and a reader thread
 may share a Spool.
@@ -113,6 +124,9 @@ class Spool:
             _MAX_SEGMENT_BYTES, max(_MIN_SEGMENT_BYTES, max_bytes // 16))
         self.dropped: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
         """Results that left the spool undelivered since open, by reason (DROP_REASONS)."""
+        self.corrupt_bytes = 0
+        """Bytes of torn, damaged or foreign data skipped or cut since open (the unacknowledged
+        part of the spool only)."""
         self._lock = threading.Lock()
         self._segments: dict[int, _Segment] = {}
         self._cursor = Position(1, 0, 0)
@@ -232,18 +246,24 @@ class Spool:
                 line = f.readline(segment.size - offset)
                 if not line:
                     break
-                payload = _decode(line)
-                if payload is not None:
-                    records.append(payload)
-                    consumed += 1
-                elif offset not in segment.bad:
-                    # Whole when written or scanned, damaged now (a failing disk): skip it.
-                    segment.bad.add(offset)
-                    segment.records -= 1
-                    self.dropped["corrupt"] += 1
-                    self._recount()
-                    log.warning("spool: skipped a damaged line in %s at byte %d",
-                                segment.path.name, offset)
+                if offset not in segment.bad:
+                    payload = _decode(line)
+                    if payload is not None and _json_object(payload):
+                        records.append(payload)
+                        consumed += 1
+                    else:
+                        # Counted as a record when written or scanned, unreadable now: a
+                        # failing disk, or a valid checksum around something that is not a
+                        # result (never sent: it would only cost the collector a 400).
+                        cause = "checksum" if payload is None else "not_json"
+                        segment.bad.add(offset)
+                        segment.records -= 1
+                        self.dropped["corrupt"] += 1
+                        self.corrupt_bytes += len(line)
+                        self._recount()
+                        log.warning("spool: dropped a damaged record in %s at byte %d "
+                                    "(%d bytes): %s", segment.path.name, offset, len(line),
+                                    _CAUSES[cause])
                 offset += len(line)
         return Position(segment.seq, offset, consumed)
 
@@ -354,12 +374,11 @@ class Spool:
                 continue
             self._segments[seq] = _Segment(seq, path)
         seqs = list(self._segments)
-        torn = 0
+        damage = _Damage()
         for index, seq in enumerate(seqs):
             segment = self._segments[seq]
             at = cursor.offset if seq == cursor.seq else None
-            start, torn_here = self._scan(segment, at, last=index == len(seqs) - 1)
-            torn += torn_here
+            start = self._scan(segment, at, index == len(seqs) - 1, damage)
             if start is not None:
                 cursor = start
         if cursor.seq not in self._segments:
@@ -369,12 +388,22 @@ class Spool:
             # never reuse the saved cursor's number: its offset belongs to the old segment
             self._new_segment(max([saved.seq if saved else 0, *found]) + 1)
             cursor = Position(self._active_seq, 0, 0)
+        if saved is not None and (cursor.seq, cursor.offset) != (saved.seq, saved.offset):
+            if cursor.seq == saved.seq:
+                log.warning("spool: the saved cursor (byte %d of %s) is not at a record "
+                            "boundary of the file (damaged or truncated); resuming at byte %d",
+                            saved.offset, self._segment_path(saved.seq).name, cursor.offset)
+            # Persisted now: appends will land where the old cursor pointed, and must not
+            # count as acknowledged at the next open.
+            self._write_cursor(cursor)
         self._cursor = cursor
         self._recount()
-        corrupt = self.dropped["corrupt"]
-        if corrupt:
-            log.warning("spool: skipped %d torn or damaged lines (%d torn at a segment end)",
-                        corrupt, torn)
+        self.dropped["corrupt"] += damage.results
+        self.corrupt_bytes += damage.total_bytes
+        if damage.total_bytes or damage.cuts:
+            log.warning("spool: skipped %d damaged records (%d bytes of damaged data in all) "
+                        "and kept %d readable ones: %s", damage.results, damage.total_bytes,
+                        self._pending_count, damage.describe())
         if self._pending_count:
             log.info("spool: %d results (%d bytes) waiting from before the restart",
                      self._pending_count, self._pending_bytes)
@@ -383,48 +412,48 @@ class Spool:
     def _segment_path(self, seq: int) -> Path:
         return self.directory / f"{SEGMENT_PREFIX}{seq:016d}{SEGMENT_SUFFIX}"
 
-    def _scan(self, segment: _Segment, cursor_offset: int | None,
-              last: bool) -> tuple[Position | None, int]:
-        """Count whole lines; repair a torn tail of the last segment; place the cursor.
+    def _scan(self, segment: _Segment, cursor_offset: int | None, last: bool,
+              damage: _Damage) -> Position | None:
+        """Count whole lines; cut a torn tail of the last segment; place the cursor.
 
-        Returns the cursor position inside this segment (when it is the cursor's segment;
-        an offset inside a line moves back to that line's start, so it is sent again rather
-        than lost) and 1 when a torn tail was found.
+        Returns the cursor position inside this segment when it is the cursor's segment (an
+        offset inside a line moves back to that line's start, so it is sent again rather than
+        lost; an offset past the end moves to the end). Damage after the cursor is added to
+        `damage`; before it, the data was delivered already.
         """
         offset = 0
         start: Position | None = None
-        torn = 0
+        cut = False
         with open(segment.path, "rb") as f:
             for line in f:
                 if cursor_offset is not None and start is None and cursor_offset < offset + len(
                         line):
                     start = Position(segment.seq, offset, segment.records)
                 after_cursor = cursor_offset is None or start is not None
-                if not line.endswith(b"\n"):
-                    torn = 1
-                    if after_cursor:
-                        self.dropped["corrupt"] += 1
-                    if last:
-                        break  # cut below, so the next append starts on a line boundary
-                    segment.bad.add(offset)
-                elif _decode(line) is None:
-                    segment.bad.add(offset)
-                    if after_cursor:
-                        self.dropped["corrupt"] += 1
-                else:
+                whole = line.endswith(b"\n")
+                if whole and _decode(line) is not None:
                     segment.records += 1
+                    offset += len(line)
+                    continue
+                if after_cursor:
+                    damage.add("checksum" if whole else "torn", line)
+                if not whole and last:
+                    cut = True
+                    break  # cut below, so the next append starts on a line boundary
+                segment.bad.add(offset)
                 offset += len(line)
-        if torn and last:
+        if cut:
+            size = segment.path.stat().st_size
             with open(segment.path, "r+b") as f:
                 f.truncate(offset)
                 f.flush()
                 os.fsync(f.fileno())
-            log.warning("spool: cut a torn last line from %s at byte %d (a write was "
-                        "interrupted)", segment.path.name, offset)
+            damage.cuts.append(f"cut {size - offset} bytes from the end of {segment.path.name} "
+                               "so that new records start on a line boundary")
         segment.size = offset
         if cursor_offset is not None and start is None:
             start = Position(segment.seq, offset, segment.records)
-        return start, torn
+        return start
 
     def _read_cursor(self) -> Position | None:
         path = self.directory / CURSOR_NAME
@@ -440,6 +469,59 @@ class Spool:
             log.error("spool: unreadable %s (%s); replaying from the oldest segment", path, exc)
             return None
         return Position(seq, offset)
+
+
+_CAUSES = {
+    "torn": "cut short (a write interrupted by a crash or power loss)",
+    "checksum": "failing their checksum (damaged on disk)",
+    "not_json": "a valid checksum around something that is not a JSON object",
+}
+_HEX_DIGITS = frozenset(b"0123456789abcdef")
+
+
+@dataclass
+class _Damage:
+    """Damaged data found while opening the spool, for one WARNING line."""
+
+    by_cause: Counter[str] = field(default_factory=Counter)
+    """Damaged lines that look like records (a checksum-shaped head), by cause."""
+    total_bytes: int = 0
+    foreign_bytes: int = 0
+    """Bytes of lines that do not even look like records (garbage, zeros)."""
+    cuts: list[str] = field(default_factory=list)
+
+    @property
+    def results(self) -> int:
+        return sum(self.by_cause.values())
+
+    def add(self, cause: str, line: bytes) -> None:
+        self.total_bytes += len(line)
+        if _framed(line):
+            self.by_cause[cause] += 1
+        else:
+            self.foreign_bytes += len(line)
+
+    def describe(self) -> str:
+        parts = [f"{count} {_CAUSES[cause]}" for cause, count in sorted(self.by_cause.items())]
+        if self.foreign_bytes:
+            parts.append(f"{self.foreign_bytes} bytes that are not records at all (garbage or "
+                         "zeros, e.g. after a power loss)")
+        return "; ".join(parts + self.cuts)
+
+
+def _framed(line: bytes) -> bool:
+    """Whether `line` starts like a spooled record (8 lowercase hex digits, a space): a
+    damaged record rather than foreign bytes."""
+    head = line[:8]
+    return (bool(head) and all(c in _HEX_DIGITS for c in head)
+            and (len(line) <= 8 or line[8:9] == b" "))
+
+
+def _json_object(payload: bytes) -> bool:
+    try:
+        return isinstance(json.loads(payload), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _encode(payload: bytes) -> bytes:

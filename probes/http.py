@@ -13,7 +13,9 @@ unknown   the probe cannot load its own TLS files (CA, client certificate) — r
 Reason codes: ok, connect_refused, connect_error, dns_failed, tls_error, tls_expired,
 tls_expiring, too_many_redirects, invalid_response, unexpected_status, body_mismatch,
 json_mismatch, slow_response, probe_error. A server that accepts and never answers is cut by
-the runner's timeout (reason `timeout`).
+the runner's timeout (reason `timeout`); so is one that never finishes the TLS handshake or
+drips its answer a byte at a time (the timeout bounds the whole exchange; no byte resets it).
+A body is read up to `max_body_bytes` and the rest is never received (docs/agent-faults.md).
 
 Every probe opens a fresh session and connection (no pooling across runs, no retries, which
 would hide flapping) and ignores the proxy environment (`trust_env=False`); `proxy:` is the
@@ -64,6 +66,7 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _SECRET_ONLY_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _JSON_PATH = re.compile(r"^[^.]+(\.[^.]+)*$")
 _USER_AGENT = "wardwatch-http-probe"
+_READ_CHUNK = 64 * 1024
 
 
 class HttpCheck(CheckConfig):
@@ -91,7 +94,10 @@ class HttpCheck(CheckConfig):
     cert_expiry_days: Threshold = Threshold(warning=14, critical=7, direction="below")
     proxy: str | None = None
     max_body_bytes: int = Field(default=1 << 20, ge=1, le=64 << 20)
-    """Read at most this much of the body; body checks see only this prefix."""
+    """Read at most this much of the body (1 MiB by default, 64 MiB at most); body and JSON
+    checks see only this prefix. It is held in memory only when such a check needs it, else
+    counted and discarded as it arrives. A longer body is cut there and the connection closed,
+    so a huge or endless body costs neither memory nor time."""
 
     @field_validator("url")
     @classmethod
@@ -179,7 +185,10 @@ class _Chain:
 @dataclass(frozen=True)
 class _Response:
     status: int
-    body: bytes
+    body: bytes | bytearray
+    """The body as read (at most max_body_bytes); empty when no check needs it."""
+    size: int
+    """Body bytes read (at most max_body_bytes)."""
     truncated: bool
     content_length: int | None
     """The Content-Length header, when present and numeric."""
@@ -280,7 +289,7 @@ async def _exchange(check: HttpCheck, chain: _Chain, connector: _PeerCertConnect
                 location = resp.headers.get("Location")
                 if not (check.follow_redirects and resp.status in _REDIRECT_STATUSES
                         and location):
-                    response = await _read(resp, check.max_body_bytes)
+                    response = await _read(resp, check.max_body_bytes, _needs_body(check))
                     return response, time.perf_counter() - started
                 _follow(chain, resp.status, location, check.max_redirects)
 
@@ -303,20 +312,29 @@ def _follow(chain: _Chain, status: int, location: str, max_redirects: int) -> No
         chain.method = "GET"
 
 
-async def _read(resp: aiohttp.ClientResponse, limit: int) -> _Response:
-    """At most `limit` bytes of the body, so a huge body cannot eat the agent's memory."""
+def _needs_body(check: HttpCheck) -> bool:
+    return (check.body_regex is not None or check.body_not_regex is not None
+            or check.json_path is not None)
+
+
+async def _read(resp: aiohttp.ClientResponse, limit: int, keep: bool) -> _Response:
+    """Read at most `limit` bytes of the body, keeping them only when `keep`: a huge body
+    must not eat the agent's memory (aiohttp itself buffers only a window of 64-128 KiB)."""
     body = bytearray()
-    while len(body) < limit:
-        chunk = await resp.content.read(limit - len(body))
+    size = 0
+    while size < limit:
+        chunk = await resp.content.read(min(limit - size, _READ_CHUNK))
         if not chunk:
             break
-        body += chunk
-    truncated = len(body) >= limit and bool(await resp.content.read(1))
+        size += len(chunk)
+        if keep:
+            body += chunk
+    truncated = size >= limit and bool(await resp.content.read(1))
     try:
         length: int | None = int(resp.headers.get("Content-Length", ""))
     except ValueError:
         length = None
-    return _Response(status=resp.status, body=bytes(body), truncated=truncated,
+    return _Response(status=resp.status, body=body, size=size, truncated=truncated,
                      content_length=length, charset=resp.charset)
 
 
@@ -327,7 +345,7 @@ def _evaluate(check: HttpCheck, chain: _Chain, response: _Response, elapsed: flo
                Metric(name="http_redirects", value=chain.redirects)]
     # A HEAD body is empty and a cut body is partial: the header then says more.
     whole = chain.method != "HEAD" and not response.truncated
-    size = len(response.body) if whole else response.content_length
+    size = response.size if whole else response.content_length
     if size is not None:
         metrics.append(Metric(name="http_content_length_bytes", value=size))
     details: dict[str, Any] = {"status_code": response.status, "final_url": shown(chain.url),
@@ -390,7 +408,8 @@ def _contentfailure(check: HttpCheck, response: _Response) -> tuple[str, str] | 
     return None
 
 
-def _jsonfailure(check: HttpCheck, body: bytes, cut: str) -> tuple[str, str] | None:
+def _jsonfailure(check: HttpCheck, body: bytes | bytearray, cut: str
+                 ) -> tuple[str, str] | None:
     assert check.json_path is not None
     try:
         document = json.loads(body)

@@ -5,8 +5,9 @@ warning   connect time >= `connect_seconds.warning`
 critical  refused, unreachable, name not resolved, reply did not match, connection closed,
           connect time >= `connect_seconds.critical`
 Reason codes: ok, connect_refused, connect_error, dns_failed, expect_mismatch,
-connection_closed, slow_connect. A target that accepts and never answers is cut by the
-runner's timeout (reason `timeout`).
+connection_closed, slow_connect. A target that accepts and never answers, answers a byte at
+a time, never accepts (a full backlog) or stops reading what we `send` is cut by the runner's
+timeout (reason `timeout`); the reply is read up to `read_bytes` only (docs/agent-faults.md).
 """
 
 from __future__ import annotations
@@ -77,7 +78,13 @@ async def probe(check: TcpCheck) -> ProbeResult:
             metrics.append(Metric(name="tcp_response_seconds",
                                   value=time.perf_counter() - sent_at))
     finally:
-        writer.close()
+        # A graceful close waits until unsent data is flushed. A peer that stopped reading
+        # would hold this probe for ever, past its deadline (the runner's one cancellation is
+        # spent by then): unsent data is dropped instead (RST rather than FIN).
+        if writer.transport.get_write_buffer_size():
+            writer.transport.abort()
+        else:
+            writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 

@@ -24,6 +24,14 @@ Names: the Debian, Ubuntu, AlmaLinux and Rocky feeds name *source* packages, Red
 binary RPMs; inventories list binary packages with their source package when it differs
 (dpkg's Source field, rpm's SOURCERPM). A package is matched on its own name and version and
 on its source's, so libssl3 is caught by an openssl advisory (docs/security.md).
+
+Kernels (dpkg hosts): the feeds name the kernel by its source `linux`, but the images a host
+boots (`linux-image-6.1.0-33-amd64`) come from the signing source `linux-signed-amd64`
+(Debian) or `linux-signed` (Ubuntu), built from `linux` at the image's own version. So a
+kernel image is matched on `linux` at its binary version (`SIGNED_KERNEL_SOURCES`). Every
+installed image counts, running or not: an old one stays bootable. The other binaries of the
+kernel source (linux-libc-dev, linux-perf, bpftool, headers) carry no kernel code and are not
+matched against kernel advisories.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ import sqlalchemy as sa
 from collector.schema import advisory_bundles, inventories
 from collector.store import Store, StoreError
 from collector.versions import VersionError, comparator
+from probes.inventory import debian_kernel_release
 
 INDEX_FORMAT = 1
 
@@ -55,6 +64,18 @@ _SCHEMES = {"Debian": "dpkg", "Ubuntu": "dpkg", "Red Hat": "rpm", "AlmaLinux": "
 _WORDS = {"critical": "critical", "important": "high", "high": "high", "moderate": "medium",
           "medium": "medium", "low": "low", "negligible": "low", "unimportant": "low"}
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,}$")
+SIGNED_KERNEL_SOURCES = {
+    # Debian: one signing source per architecture, its images built from `linux`
+    "linux-signed-amd64": "linux", "linux-signed-arm64": "linux",
+    "linux-signed-i386": "linux",
+    # Ubuntu: the generic kernel's signing source; a flavour's is `linux-signed-<flavour>`
+    "linux-signed": "linux",
+}
+"""Sources of signed kernel images -> the kernel source the advisories name. The image's own
+version is the kernel's (Debian's signing source carries `6.1.133+1` for images `6.1.133-1`,
+which is not the version of `linux` they were built from)."""
+_KERNEL_SOURCE = re.compile(r"linux(-\d+\.\d+)?")
+"""Debian's kernel source and its LTS backports (`linux-6.1` in bullseye); Ubuntu's `linux`."""
 _OE_TAG = re.compile(r"\.oe(\d\d)(\d\d)(sp\d+)?", re.IGNORECASE)
 
 
@@ -218,6 +239,24 @@ def _intervals(entry: dict[str, Any], scheme: str) -> list[list[Any]]:
     return out
 
 
+def _kernel_names(name: str, version: str, names: list[tuple[str, str]]
+                  ) -> list[tuple[str, str]]:
+    """The (name, version) pairs a dpkg row is matched on, kernels considered: a kernel image
+    also on the kernel source it was signed from, at its own version; any other binary of the
+    kernel source (linux-libc-dev, linux-perf, bpftool, headers) not on the kernel source."""
+    if debian_kernel_release(name) is None:
+        return [(n, v) for n, v in names if n == name or not _KERNEL_SOURCE.fullmatch(n)]
+    out = list(names)
+    for source, _source_version in names[1:]:
+        kernel = SIGNED_KERNEL_SOURCES.get(source)
+        if kernel is None and source.startswith("linux-signed-"):
+            # Ubuntu's flavours: linux-signed-hwe-6.5 -> linux-hwe-6.5, linux-signed-aws ...
+            kernel = "linux-" + source.removeprefix("linux-signed-")
+        if kernel is not None and (kernel, version) not in out:
+            out.append((kernel, version))
+    return out
+
+
 def _event_cmp(x: tuple[str, str], y: tuple[str, str], compare: Any) -> int:
     if x[1] == "0" or y[1] == "0":          # "0": before every version
         return (x[1] != "0") - (y[1] != "0")
@@ -339,6 +378,8 @@ class OsvIndex:
             names = [(name, version)]
             if len(row) >= 6 and row[4] and (row[4], row[5]) != (name, version):
                 names.append((str(row[4]), str(row[5] or version)))
+            if host.scheme == "dpkg":
+                names = _kernel_names(name, version, names)
             candidates = streams
             if host.per_package is not None:
                 stream = _openeuler_stream(version)
@@ -382,9 +423,11 @@ class OsvIndex:
                 out.append(Hit(vuln_id, ecosystem, name, version, fixed))
         return tuple(out)
 
-    def findings(self, host: HostEcosystems, packages: Iterable[Any]
-                 ) -> dict[str, dict[str, Any]]:
-        """key `osv:<ID>` -> finding, one per advisory (its packages listed inside)."""
+    def findings(self, host: HostEcosystems, packages: Iterable[Any],
+                 kernel_running: str | None = None) -> dict[str, dict[str, Any]]:
+        """key `osv:<ID>` -> finding, one per advisory (its packages listed inside). With
+        `kernel_running` (`uname -r`, the inventory's `kernel.running`) a Debian/Ubuntu
+        kernel image's row says whether it is the one running."""
         by_vuln: dict[str, list[Hit]] = {}
         for hit in self.match(host, packages):
             by_vuln.setdefault(hit.vuln_id, []).append(hit)
@@ -394,8 +437,14 @@ class OsvIndex:
             seen: dict[tuple[str, str], Hit] = {}
             for hit in hits:
                 seen.setdefault((hit.package, hit.version), hit)
-            rows = [{"name": h.package, "version": h.version, "fixed": h.fixed,
-                     "ecosystem": h.ecosystem} for h in seen.values()]
+            rows: list[dict[str, Any]] = [
+                {"name": h.package, "version": h.version, "fixed": h.fixed,
+                 "ecosystem": h.ecosystem} for h in seen.values()]
+            if kernel_running is not None and host.scheme == "dpkg":
+                for item in rows:
+                    release = debian_kernel_release(item["name"])
+                    if release is not None:
+                        item["running"] = release == kernel_running
             rows.sort(key=lambda r: (r["name"], r["version"]))
             first = rows[0]
             fixed = f"fixed in {first['fixed']}" if first["fixed"] else "no fix yet"

@@ -38,6 +38,17 @@ rpm    `rpm -qa --qf '%{NAME}\\t%{EPOCH}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{INS
        from dnf-utils/yum-utils, noted when absent) and the newest installed
        `kernel`/`kernel-core` against `uname -r`.
 
+Oracle homes (`InventoryOptions.oracle_homes`, Linux): `HOME/OPatch/opatch lspatches -oh HOME`
+per configured home — as the agent's user, or as the home's owner through `sudo -n -u OWNER --`
+when the home says `user` — with its own time limit (`opatch_limit_s`, within the budget) and
+its output cut at `opatch_max_bytes`. opatch prints `ID;DESCRIPTION` lines and `OPatch
+succeeded.` (an empty home: `There are no Interim patches installed in this Oracle Home`);
+`parse_lspatches` reads them and `oracle_release` finds the WebLogic PSU (`WLS PATCH SET UPDATE
+12.2.1.4.230702`) or the database Release Update (`Database Release Update : 19.22.0.0.240116`)
+whose version, ending in its YYMMDD date, is the product version to compare with advisories
+(the REST version of WebLogic stays `12.2.1.4.0`). opatch only reads the home and its
+inventory; it writes its own log under `HOME/cfgtoollogs/opatch/`.
+
 Windows: one PowerShell script (`WINDOWS_SCRIPT`, run as `powershell.exe -NoProfile
 -NonInteractive -ExecutionPolicy Bypass -EncodedCommand …`) printing one JSON document, parsed
 by the pure `parse_windows`. Hotfixes come from `Win32_QuickFixEngineering`, which lists only
@@ -64,7 +75,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from probes.access import CommandOutput, HostAccess
+from probes.access import DEFAULT_MAX_BYTES, CommandOutput, HostAccess
 
 REBOOT_REQUIRED_PATH = "/var/run/reboot-required"
 
@@ -96,6 +107,21 @@ class InventoryOptions:
     reboot_required_path: str = REBOOT_REQUIRED_PATH
     history_limit: int = 50
     """Windows Update history entries to read (newest first)."""
+    oracle_homes: tuple[OracleHomeSpec, ...] = ()
+    """Oracle homes (WebLogic / Fusion Middleware, database, grid) to list patches of."""
+    opatch_limit_s: float = 120.0
+    """Time limit of one `opatch lspatches` (a JVM start: usually 5-30 s)."""
+    opatch_max_bytes: int = 1 << 20
+    """Output kept of one `opatch lspatches` (a home lists tens of patches, ~60 bytes each)."""
+
+
+@dataclass(frozen=True)
+class OracleHomeSpec:
+    path: str
+    """The Oracle home (ORACLE_HOME), absolute."""
+    user: str | None = None
+    """Run opatch as this user through `sudo -n -u USER --` (the home's owner); None: as the
+    agent's (or scan) user."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +193,35 @@ class HistoryEntry:
     result: str
 
 
+@dataclass(frozen=True)
+class OraclePatch:
+    id: str
+    description: str
+
+
+@dataclass(frozen=True)
+class OracleHome:
+    """What `opatch lspatches` says of one Oracle home."""
+
+    path: str
+    patches: tuple[OraclePatch, ...] = ()
+    product: str | None = None
+    """`weblogic` (a WLS PSU is installed), `oracle` (a database RU/PSU/BP), or None."""
+    version: str | None = None
+    """That PSU's / RU's version (`12.2.1.4.230702`, `19.22.0.0.240116`): the product version
+    the home runs, for the advisory rules."""
+    patch_date: str | None = None
+    """The PSU / RU date its version ends with (`230702` -> `2023-07-02`)."""
+    error: str | None = None
+    """Why the patches could not be read (then `patches` is empty and proves nothing)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "product": self.product, "version": self.version,
+                "patch_date": self.patch_date,
+                "patches": [[p.id, p.description] for p in self.patches],
+                "error": self.error}
+
+
 @dataclass
 class Inventory:
     os: OsRelease
@@ -180,6 +235,7 @@ class Inventory:
     reboot_required: bool = False
     reboot_reasons: list[str] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
+    oracle_homes: list[OracleHome] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     """Parts that could not be read (a failed command, a time limit): our side."""
     notes: list[str] = field(default_factory=list)
@@ -199,9 +255,14 @@ class _Budget:
         self.access = access
         self._deadline = time.monotonic() + limit_s
 
-    async def run(self, argv: Sequence[str], *, privileged: bool = False) -> CommandOutput:
+    async def run(self, argv: Sequence[str], *, privileged: bool = False,
+                  limit_s: float | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+                  ) -> CommandOutput:
         left = max(self._deadline - time.monotonic(), 0.5)
-        return await self.access.run(argv, limit_s=left, privileged=privileged)
+        if limit_s is not None:
+            left = min(left, limit_s)
+        return await self.access.run(argv, limit_s=left, privileged=privileged,
+                                     max_bytes=max_bytes)
 
 
 # --- Linux -------------------------------------------------------------------------------
@@ -222,6 +283,9 @@ async def linux_inventory(access: HostAccess, options: InventoryOptions) -> Inve
         await _dpkg_inventory(budget, options, inventory)
     elif inventory.os.family == "rhel":
         await _rpm_inventory(budget, options, inventory)
+    inventory.oracle_homes = await _oracle_homes(budget, options)
+    inventory.errors.extend(f"opatch lspatches {home.path}: {home.error}"
+                            for home in inventory.oracle_homes if home.error is not None)
     inventory.collected_at = datetime.now(UTC)
     return inventory
 
@@ -560,6 +624,128 @@ def _needs_restarting_what(text: str) -> str:
     return ("updated since boot: " + ", ".join(items)) if items else "reboot required"
 
 
+# --- Oracle homes ------------------------------------------------------------------------
+
+
+def opatch_argv(spec: OracleHomeSpec) -> list[str]:
+    """`HOME/OPatch/opatch lspatches -oh HOME`, through `sudo -n -u USER --` when the home
+    names its owner (the exact line for the sudoers whitelist: docs/probes/patches.md)."""
+    home = spec.path.rstrip("/") or "/"
+    argv = [f"{home}/OPatch/opatch", "lspatches", "-oh", home]
+    return ["sudo", "-n", "-u", spec.user, "--", *argv] if spec.user else argv
+
+
+async def read_oracle_homes(access: HostAccess, options: InventoryOptions) -> list[OracleHome]:
+    """The patches of `options.oracle_homes`, one opatch at a time (each a JVM), within
+    `options.limit_s` (on its own, outside a whole inventory)."""
+    return await _oracle_homes(_Budget(access, options.limit_s), options)
+
+
+async def _oracle_homes(budget: _Budget, options: InventoryOptions) -> list[OracleHome]:
+    homes = []
+    for spec in options.oracle_homes:
+        out = await budget.run(opatch_argv(spec), limit_s=options.opatch_limit_s,
+                               max_bytes=options.opatch_max_bytes)
+        homes.append(oracle_home_from(spec.path, out))
+    return homes
+
+
+def oracle_home_from(path: str, out: CommandOutput) -> OracleHome:
+    """The home from opatch's answer; an error says why the answer proves nothing."""
+    text = out.text()
+    if out.error is not None or out.exit_code != 0:
+        return OracleHome(path, error=_opatch_failure(out, text))
+    if out.truncated:
+        return OracleHome(path, error=f"output longer than {len(out.stdout)} bytes, cut: "
+                                      "not read")
+    listing = parse_lspatches(text)
+    if not listing.patches and not listing.empty:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        return OracleHome(path, error="no patch list in the output"
+                                      + (f" ({first[:160]})" if first else " (empty)"))
+    product, version = oracle_release(listing.patches)
+    return OracleHome(path, listing.patches, product, version, _patch_date(version))
+
+
+@dataclass(frozen=True)
+class LsPatches:
+    patches: tuple[OraclePatch, ...]
+    empty: bool
+    """opatch said the home has no interim patches."""
+    succeeded: bool
+    """The closing `OPatch succeeded.` line was there."""
+
+
+_LSPATCH = re.compile(r"^(\d+);(.*)$")
+
+
+def parse_lspatches(text: str) -> LsPatches:
+    """`opatch lspatches` output: one `PATCH_ID;DESCRIPTION` line per installed patch (newest
+    applied first), then `OPatch succeeded.`; an empty home prints `There are no Interim
+    patches installed in this Oracle Home` (older OPatch with a final `.`, newer with the
+    home's path in quotes). Other lines (banners, blank lines) are skipped."""
+    patches = []
+    empty = succeeded = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        match = _LSPATCH.match(line)
+        if match:
+            patches.append(OraclePatch(match.group(1), match.group(2).strip()))
+        elif line.startswith("There are no Interim patches installed in this Oracle Home"):
+            empty = True
+        elif line == "OPatch succeeded.":
+            succeeded = True
+    return LsPatches(tuple(patches), empty, succeeded)
+
+
+_WLS_PSU = re.compile(r"\bWLS PATCH SET UPDATE\s+(\d+(?:\.\d+){4})\b", re.IGNORECASE)
+_DB_UPDATE = re.compile(r"\bDatabase (?:Release Update(?: Revision)?|Patch Set Update|Bundle "
+                        r"Patch)\s*:?\s*(\d+(?:\.\d+){4})\b", re.IGNORECASE)
+
+
+def oracle_release(patches: Sequence[OraclePatch]) -> tuple[str | None, str | None]:
+    """(product, version) a home's patches show: the newest WebLogic PSU (`weblogic`), else the
+    newest database RU / PSU / bundle patch (`oracle`), else (None, None). A Fusion Middleware
+    home's database client update (`... FOR FMW DBCLIENT`) does not make it a database."""
+    for product, pattern in (("weblogic", _WLS_PSU), ("oracle", _DB_UPDATE)):
+        versions = [m.group(1) for p in patches
+                    if (m := pattern.search(p.description))
+                    and not (product == "oracle" and "FMW" in p.description.upper())]
+        if versions:
+            return product, max(versions, key=lambda v: tuple(int(n) for n in v.split(".")))
+    return None, None
+
+
+def _patch_date(version: str | None) -> str | None:
+    """`12.2.1.4.230702` -> `2023-07-02`: PSUs and RUs end with their YYMMDD."""
+    last = version.rsplit(".", 1)[-1] if version else ""
+    if len(last) != 6 or not last.isdigit():
+        return None
+    try:
+        return datetime.strptime(last, "%y%m%d").date().isoformat()
+    except ValueError:
+        return None
+
+
+def _opatch_failure(out: CommandOutput, text: str) -> str:
+    err = out.stderr.decode("utf-8", "replace")
+    if out.argv[:1] == ("sudo",) and "sudo:" in err and (
+            "password is required" in err or "not allowed" in err):
+        # sudo -n without a matching rule: say so, not just "exit 1"
+        line = next(line for line in err.splitlines() if "sudo:" in line)
+        return (f"refused by sudo, not in the sudoers whitelist ({line.strip()}); "
+                "docs/probes/patches.md has the line to add")
+    if out.error is not None:
+        return out.error
+    # opatch reports its errors on stdout (`OPatch failed with error code 73`, the reason
+    # a few lines above it)
+    lines = [line.strip() for line in (text + "\n" + err).splitlines() if line.strip()]
+    telling = [line for line in lines if re.search(r"error|fail|exception|not |cannot|denied",
+                                                   line, re.IGNORECASE)]
+    tail = "; ".join(telling[-2:] or lines[-1:])
+    return f"exit {out.exit_code}" + (f": {tail[:300]}" if tail else "")
+
+
 # --- kernels -----------------------------------------------------------------------------
 
 
@@ -734,10 +920,14 @@ async def windows_inventory(access: HostAccess, options: InventoryOptions) -> In
     encoded = base64.b64encode(windows_script(options).encode("utf-16-le")).decode("ascii")
     out = await access.run([*POWERSHELL, encoded], limit_s=options.limit_s)
     if not out.ok or not out.stdout.strip():
-        return Inventory(os=OsRelease("windows", "Windows", "", "windows"),
-                         package_manager="windows",
-                         errors=[_failure("powershell inventory script", out)])
-    return parse_windows(out.stdout.decode("utf-8-sig", "replace"))
+        inventory = Inventory(os=OsRelease("windows", "Windows", "", "windows"),
+                              package_manager="windows",
+                              errors=[_failure("powershell inventory script", out)])
+    else:
+        inventory = parse_windows(out.stdout.decode("utf-8-sig", "replace"))
+    if options.oracle_homes:
+        inventory.notes.append("oracle_homes are read on Linux only (opatch.bat is not run)")
+    return inventory
 
 
 def parse_windows(json_text: str) -> Inventory:

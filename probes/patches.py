@@ -16,6 +16,11 @@ unknown   a command failed or ran out of time (inventory_failed: our side, not t
 Reason codes: ok, updates_pending, security_updates_pending, reboot_required,
 inventory_failed, unsupported_os.
 
+With `oracle_homes`, each listed Oracle home's patches (`opatch lspatches`, probes/inventory.py)
+are in `details.oracle_homes`: path, product (`weblogic` / `oracle`), the PSU / RU version and
+date (the product version to compare with advisories), every patch as `[id, description]`,
+and an error when opatch could not answer (then `inventory_failed`, unknown).
+
 The package list (2,000-3,000 rows) goes into `details.packages` as compact rows
 `[name, version, arch, installed_at_epoch]` only when it changed since the last run (a hash is
 remembered) or was last sent more than a day ago; otherwise `details.packages_unchanged_since`
@@ -26,16 +31,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import sys
 import time
 from typing import Any, Literal
 
+from pydantic import Field, field_validator
+
 from probes.access import LocalAccess
-from probes.config import CheckConfig, Duration, Threshold
+from probes.config import CheckConfig, Duration, StrictModel, Threshold
 from probes.inventory import (
     REBOOT_REQUIRED_PATH,
     Inventory,
     InventoryOptions,
+    OracleHome,
+    OracleHomeSpec,
     PendingUpdate,
     linux_inventory,
     windows_inventory,
@@ -54,11 +64,34 @@ METRICS = {
     "patches_reboot_required": "1 when a reboot is pending to finish updates, else 0.",
     "patches_inventory_duration_seconds": "How long the inventory took.",
     "patches_last_inventory_timestamp_seconds": "When the inventory was collected.",
+    "patches_oracle_home_patches": "Patches opatch lists in an Oracle home (label home); "
+                                   "absent when opatch could not answer.",
 }
 
 _SEVERITY_LABELS = ("critical", "important", "moderate", "low", "unrated", "none")
 _RESEND_PACKAGES_S = 86400.0
 _NAMES_SHOWN = 5
+
+
+class OracleHomeConfig(StrictModel):
+    """One Oracle home whose patches `opatch lspatches` lists (WebLogic / Fusion Middleware,
+    database or grid home)."""
+
+    path: str = Field(min_length=2)
+    """ORACLE_HOME, absolute (`/u01/app/oracle/middleware`)."""
+    user: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    """Run opatch as this user (the home's owner) through `sudo -n -u USER --`, with the
+    sudoers line of docs/probes/patches.md; unset: as the agent's user."""
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or posixpath.normpath(value) != value.rstrip("/"):
+            raise ValueError("must be an absolute, normalised path (/u01/app/oracle/...)")
+        return value.rstrip("/")
+
+    def spec(self) -> OracleHomeSpec:
+        return OracleHomeSpec(self.path, self.user)
 
 
 class PatchesCheck(CheckConfig):
@@ -79,6 +112,16 @@ class PatchesCheck(CheckConfig):
     reboot_required_status: Literal["ok", "warning", "critical"] = "warning"
     reboot_required_path: str = REBOOT_REQUIRED_PATH
     """Where Debian/Ubuntu's postinst hooks flag a pending reboot."""
+    oracle_homes: list[OracleHomeConfig] = Field(default_factory=list)
+    """Oracle homes whose patches to list with `opatch lspatches` (Linux)."""
+
+    @field_validator("oracle_homes")
+    @classmethod
+    def _distinct_homes(cls, value: list[OracleHomeConfig]) -> list[OracleHomeConfig]:
+        paths = [home.path for home in value]
+        if len(set(paths)) != len(paths):
+            raise ValueError("an Oracle home is listed twice")
+        return value
 
     @property
     def target(self) -> str:
@@ -93,7 +136,8 @@ async def probe(check: PatchesCheck, memory: ProbeMemory) -> ProbeResult:
     # (unknown, inventory_failed), not the runner's critical `timeout`
     options = InventoryOptions(limit_s=check.timeout * 0.9,
                                refresh_metadata=check.refresh_metadata,
-                               reboot_required_path=check.reboot_required_path)
+                               reboot_required_path=check.reboot_required_path,
+                               oracle_homes=tuple(h.spec() for h in check.oracle_homes))
     access = LocalAccess()
     started = time.perf_counter()
     if sys.platform == "win32":
@@ -127,6 +171,9 @@ def judge(check: PatchesCheck, inventory: Inventory, memory: ProbeMemory,
     if inventory.packages:
         metrics.append(Metric(name="patches_installed_packages",
                               value=len(inventory.packages)))
+    metrics.extend(Metric(name="patches_oracle_home_patches", value=len(home.patches),
+                          labels={"home": home.path})
+                   for home in inventory.oracle_homes if home.error is None)
     if inventory.pending_known:
         counts = dict.fromkeys(_SEVERITY_LABELS, 0)
         for update in pending:
@@ -171,7 +218,14 @@ def _ok_line(inventory: Inventory, pending: list[PendingUpdate],
             parts.append("no updates pending")
     if inventory.reboot_required:
         parts.append("reboot required (" + "; ".join(inventory.reboot_reasons) + ")")
+    parts.extend(_oracle_line(home) for home in inventory.oracle_homes if home.error is None)
     return f"{inventory.os.label}: " + "; ".join(parts)
+
+
+def _oracle_line(home: OracleHome) -> str:
+    what = {"weblogic": "WebLogic PSU", "oracle": "Oracle RU"}.get(home.product or "", "")
+    level = f"{what} {home.version}" if what and home.version else "no PSU/RU"
+    return f"{home.path}: {level}, {_count(len(home.patches), 'patch')}"
 
 
 def _base_details(inventory: Inventory) -> dict[str, Any]:
@@ -187,6 +241,7 @@ def _base_details(inventory: Inventory) -> dict[str, Any]:
         else None,
         "history": [{"date": h.date, "title": h.title, "result": h.result}
                     for h in inventory.history],
+        "oracle_homes": [home.as_dict() for home in inventory.oracle_homes],
         "errors": list(inventory.errors),
         "notes": list(inventory.notes),
         "collected_at": inventory.collected_at.isoformat(),
@@ -230,4 +285,5 @@ def _names(updates: list[PendingUpdate]) -> str:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+    plural = "es" if noun.endswith(("ch", "sh", "s", "x")) else "s"
+    return f"{n} {noun}" + ("" if n == 1 else plural)

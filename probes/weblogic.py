@@ -50,6 +50,12 @@ The summary names every cause, the worst first (`WebLogic EMR_Server2 FAILED; JD
 waiting=37 on EMR_Server1`), on one line of at most 300 characters. Rates (requests per second,
 failed reconnects) come from the check's `ProbeMemory`: a first run has none.
 
+The version reported (`weblogicVersion`, `12.2.1.4.0`) does not change when a patch set update
+is installed; the installed PSU (`WLS PATCH SET UPDATE 12.2.1.4.230702`) is read on the host
+holding the Oracle home by the `patches` check's `oracle_homes` (`opatch lspatches`,
+probes/inventory.py), because this probe talks HTTPS to the admin server from wherever the
+agent runs and every machine of a domain has its own home.
+
 Not supported: WebLogic 12.1.3 and older, whose REST resources (`/management/tenant-monitoring`,
 `/management/wls/{version}`) have neither serverLifeCycleRuntimes nor search, and 12.2.1.0-2
 without the search resource; they answer 404, reported as `invalid_response` naming the

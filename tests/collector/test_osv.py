@@ -7,7 +7,9 @@ the OSV schema, https://ossf.github.io/osv-schema/)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,8 +23,10 @@ import yaml
 from collector.findings import FindingsService
 from collector.osv import IndexBuilder, OsvAdvisories, OsvIndex, host_ecosystems, read_records
 from collector.store import Store, StoreError, utcnow
+from collector.versions import dpkg_compare
 from probes.inventory import DPKG_QUERY, parse_dpkg_query
 from probes.result import CheckResult, Status
+from tests.services import needs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "osv"
 T0 = utcnow() - timedelta(days=10)
@@ -330,3 +334,119 @@ async def test_a_library_is_matched_through_its_source_package() -> None:
     assert {h.vuln_id for h in hits} == {"TEST-1"}
     assert ("libssl3", libssl[1]) in {(h.package, h.version) for h in hits}
     assert all(h.vuln_id != "TEST-2" for h in hits)
+
+
+KERNEL_FIXTURES = Path(__file__).parents[1] / "probes" / "fixtures" / "kernel"
+
+
+def _index_of(*records: dict[str, Any]) -> OsvIndex:
+    builder = IndexBuilder()
+    for record in records:
+        builder.add(record)
+    return OsvIndex([(1, builder.index())])
+
+
+def test_a_real_linux_dsa_matches_installed_kernel_images_running_or_not() -> None:
+    """DSA-5900-1 (source `linux`, fixed 6.1.133-1) against a recorded Debian 12 inventory:
+    the old image 6.1.0-32 (from linux-signed-amd64, not running) is affected; the running
+    6.1.0-33 is fixed; linux-libc-dev and linux-perf, built from `linux` at the vulnerable
+    version, carry no kernel and are not findings; nor is the linux-image-amd64 metapackage
+    or an image removed with its configuration files left."""
+    record = json.loads((KERNEL_FIXTURES / "DSA-5900-1.json").read_text())
+    packages = [p.row() for p in parse_dpkg_query(
+        (KERNEL_FIXTURES / "dpkg-query-debian12.txt").read_text())]
+    debian = host_ecosystems(DEBIAN_12)
+    assert debian is not None
+    index = _index_of(record)
+    found = index.findings(debian, packages, kernel_running="6.1.0-33-amd64")
+    assert list(found) == ["osv:DSA-5900-1"]
+    finding = found["osv:DSA-5900-1"]
+    assert finding["data"]["packages"] == [
+        {"name": "linux-image-6.1.0-32-amd64", "version": "6.1.129-1", "fixed": "6.1.133-1",
+         "ecosystem": "Debian:12", "running": False}]
+    assert len(finding["data"]["cves"]) == 108 and "CVE-2025-21756" in finding["data"]["cves"]
+    assert finding["title"].startswith(
+        "DSA-5900-1 linux-image-6.1.0-32-amd64 6.1.129-1 (fixed in 6.1.133-1)")
+    # booted into the old image: the same finding, and the row says it is the running one
+    booted_old = index.findings(debian, packages, kernel_running="6.1.0-32-amd64")
+    assert booted_old["osv:DSA-5900-1"]["data"]["packages"][0]["running"] is True
+    # the old image removed: nothing affected is left
+    rest = [r for r in packages if r[0] != "linux-image-6.1.0-32-amd64"]
+    assert index.findings(debian, rest) == {}
+
+
+def test_kernel_images_from_this_machines_apt_lists_are_matched_on_linux() -> None:
+    """This machine's own data: the kernel image Debian's archive offers it (apt lists, the
+    same fields dpkg would record once it is installed) and every package dpkg has installed.
+    An advisory for `linux` fixed just past that image's version hits the image through its
+    signing source; the machine's installed linux-libc-dev / linux-perf (source `linux`) are
+    not findings even where their version lies in the range."""
+    apt_cache = shutil.which("apt-cache")
+    needs(apt_cache is not None, "apt-cache (Debian)")
+    assert apt_cache is not None
+    meta = _apt_fields(apt_cache, "linux-image-amd64")
+    if not meta.get("Depends"):
+        # data, not a service: apt lists are empty until `apt-get update` ran once
+        pytest.skip("this machine's apt lists do not know linux-image-amd64")
+    image_name = meta["Depends"].split()[0]
+    image = _apt_fields(apt_cache, image_name)
+    source, _, source_version = image["Source"].partition(" ")
+    assert source == "linux-signed-amd64"
+    # the premise of the mapping: the signing source's version is not the kernel's
+    assert source_version.strip("()") != image["Version"]
+    line = (f"ii \t{image_name}\t{image['Version']}\tamd64\t1700000000\t{image['Source']}\n")
+    listing = subprocess.run(list(DPKG_QUERY), capture_output=True, text=True, check=True,
+                             timeout=60).stdout
+    packages = [p.row() for p in parse_dpkg_query(listing + line)]
+    from_linux = [r for r in packages if len(r) > 4 and r[4] == "linux"]
+    fixed = max([image["Version"], *(r[5] for r in from_linux)],
+                key=functools.cmp_to_key(dpkg_compare)) + "+1"
+    index = _index_of({"id": "TEST-LINUX", "modified": "2026-01-01T00:00:00Z", "affected": [
+        {"package": {"ecosystem": "Debian:12", "name": "linux"}, "ranges": [
+            {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]}]})
+    debian = host_ecosystems(DEBIAN_12)
+    assert debian is not None
+    hits = index.match(debian, packages)
+    assert [(h.package, h.version) for h in hits] == [(image_name, image["Version"])]
+
+
+def _apt_fields(apt_cache: str, package: str) -> dict[str, str]:
+    """The first (candidate) stanza of `apt-cache show PACKAGE`."""
+    out = subprocess.run([apt_cache, "show", package], capture_output=True, text=True,
+                         timeout=60, check=False).stdout
+    fields: dict[str, str] = {}
+    for line in out.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and not line.startswith(" "):
+            fields[key] = value
+    return fields
+
+
+def test_ubuntu_signed_kernels_and_flavours_but_not_metapackages() -> None:
+    """Ubuntu names kernel advisories `linux` / `linux-<flavour>`; images come from
+    `linux-signed` / `linux-signed-<flavour>` at the kernel's version. The metapackage
+    (source linux-meta, its own version scheme 5.15.0.91.88) is not compared with kernel
+    versions."""
+    rows = [
+        ["linux-image-5.15.0-91-generic", "5.15.0-91.101", "amd64", 1, "linux-signed",
+         "5.15.0-91.101"],
+        ["linux-image-6.5.0-14-generic", "6.5.0-14.14~22.04.1", "amd64", 1,
+         "linux-signed-hwe-6.5", "6.5.0-14.14~22.04.1"],
+        ["linux-image-generic", "5.15.0.91.88", "amd64", 1, "linux-meta", "5.15.0.91.88"],
+        ["linux-libc-dev", "5.15.0-91.101", "amd64", 1, "linux", "5.15.0-91.101"],
+    ]
+    ecosystem = "Ubuntu:22.04:LTS"
+    index = _index_of(
+        {"id": "UBUNTU-CVE-2024-0001", "modified": "2026-01-01T00:00:00Z", "affected": [
+            {"package": {"ecosystem": ecosystem, "name": "linux"}, "ranges": [
+                {"type": "ECOSYSTEM", "events": [{"introduced": "0"},
+                                                 {"fixed": "5.15.0-92.102"}]}]}]},
+        {"id": "UBUNTU-CVE-2024-0002", "modified": "2026-01-01T00:00:00Z", "affected": [
+            {"package": {"ecosystem": ecosystem, "name": "linux-hwe-6.5"}, "ranges": [
+                {"type": "ECOSYSTEM", "events": [{"introduced": "0"},
+                                                 {"fixed": "6.5.0-15.15~22.04.1"}]}]}]})
+    ubuntu = host_ecosystems({"id": "ubuntu", "version": "22.04"})
+    assert ubuntu is not None
+    hits = {(h.vuln_id, h.package) for h in index.match(ubuntu, rows)}
+    assert hits == {("UBUNTU-CVE-2024-0001", "linux-image-5.15.0-91-generic"),
+                    ("UBUNTU-CVE-2024-0002", "linux-image-6.5.0-14-generic")}

@@ -136,9 +136,48 @@ class FindingsService:
                     changed += await self._reconcile(conn, result, found, kind)
             if result.kind == "patches":
                 changed += await self._osv(result, kev)
+                changed += await self._oracle_homes(result)
         for result in (r for r in ordered if r.kind in VERSIONED):
             changed += await self._versions(result)
         return changed
+
+    async def _oracle_homes(self, result: CheckResult) -> int:
+        """The patch level `opatch lspatches` read in each configured Oracle home (WebLogic
+        PSU, database RU: probes/inventory.py) against the version rules, one finding per
+        rule and home (`vuln:<CVE>@<home>`). More exact than the WebLogic REST version,
+        which stays 12.2.1.4.0 whatever PSU is installed. A home that could not be read
+        leaves its findings as they were."""
+        homes = result.details.get("oracle_homes")
+        if not isinstance(homes, list) or not homes:
+            return 0
+        rules, kev = await self.advisories.in_force()
+        readable = [h for h in homes if isinstance(h, dict) and not h.get("error")
+                    and h.get("product") and h.get("version")]
+        if len(readable) < len(homes):
+            return 0   # a partial read must not mark the unread home's findings fixed
+        seen = (repr(sorted((str(h["path"]), str(h["version"])) for h in readable)),
+                self.advisories.generation)
+        if self._versions_seen.get((result.agent_id, f"{result.check_id}#oracle")) == seen:
+            return 0
+        self._versions_seen[(result.agent_id, f"{result.check_id}#oracle")] = seen
+        found: dict[str, dict[str, Any]] = {}
+        for home in readable:
+            product, text = str(home["product"]), str(home["version"])
+            version = version_key(text)
+            if version is None:
+                continue
+            for rule in rules:
+                if rule.product == product and rule.affects(version):
+                    found[f"vuln:{rule.cve}@{home['path']}"] = {
+                        "kind": "vuln", "severity": rule.severity,
+                        "title": f"{product} {text} ({home['path']}): {rule.cve} {rule.title} "
+                                 f"(fixed in {rule.fixed_in_text})",
+                        "data": {"product": product, "version": text, "cve": rule.cve,
+                                 "fixed_in": rule.fixed_in_text, "oracle_home": home["path"],
+                                 "patch_date": home.get("patch_date")}}
+        _mark_kev(found, kev)
+        async with self.store.transaction() as conn:
+            return await self._reconcile(conn, result, found, "vuln")
 
     async def _versions(self, result: CheckResult) -> int:
         reported = product_version(result.kind, result.details)
@@ -177,7 +216,7 @@ class FindingsService:
                                               result.details)
         if packages is None:        # no package list: nothing is shown fixed or found
             return 0
-        found = index.findings(host, packages)
+        found = index.findings(host, packages, _kernel_running(result.details.get("kernel")))
         _mark_kev(found, kev)
         async with self.store.transaction() as conn:
             return await self._reconcile(conn, result, found, "osv")
@@ -192,7 +231,8 @@ class FindingsService:
             host = host_ecosystems((inv["summary"] or {}).get("os"))
             if host is None or inv["packages"] is None or not index.covers(host):
                 continue
-            found = index.findings(host, inv["packages"])
+            found = index.findings(host, inv["packages"],
+                                   _kernel_running((inv["summary"] or {}).get("kernel")))
             _mark_kev(found, kev)
             async with self.store.transaction() as conn:
                 opened += await self._reconcile_at(conn, inv["host"], inv["check_id"],
@@ -211,6 +251,10 @@ class FindingsService:
             "security_pending": None if pending is None
             else sum(1 for u in pending if isinstance(u, dict) and u.get("security")),
             "packages_count": d.get("packages_count"), "errors": d.get("errors"),
+            "oracle_homes": [{k: h.get(k) for k in ("path", "product", "version",
+                                                    "patch_date", "error")}
+                             | {"patches": len(h.get("patches") or ())}
+                             for h in d.get("oracle_homes") or () if isinstance(h, dict)],
             "status": result.status.value, "summary": result.summary}
         await conn.execute(self.store.insert_ignore(inventories).values(
             host=result.agent_id, check_id=result.check_id, result_id=str(result.id),
@@ -438,3 +482,9 @@ def _finding_json(row: dict[str, Any]) -> dict[str, Any]:
     return {**{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()},
             "state": "fixed" if fixed else "open",
             "time_to_fix_s": (fixed - first).total_seconds() if fixed else None}
+
+
+def _kernel_running(kernel: Any) -> str | None:
+    """`uname -r` from an inventory's `kernel` ({"running": ..., "newest": ...})."""
+    running = kernel.get("running") if isinstance(kernel, dict) else None
+    return str(running) if running else None

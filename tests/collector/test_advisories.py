@@ -105,3 +105,41 @@ async def test_kev_must_be_a_catalog(tmp_path: Path) -> None:
                                                   by="t", now=utcnow())
     finally:
         await store.close()
+
+
+async def test_oracle_home_patch_level_is_matched_per_home(tmp_path: Path) -> None:
+    """`opatch lspatches` in a configured Oracle home (a `patches` result's
+    `details.oracle_homes`) is matched at the PSU level, one finding per home, fixed by a later
+    inventory with the newer PSU; an unreadable home changes nothing."""
+    store = await Store.open(f"sqlite:///{tmp_path}/c.db")
+    try:
+        service = FindingsService(store)
+        rules = (b"product,affected_from,fixed_in,cve,severity,title\n"
+                 b"weblogic,12.2.1.4.0,12.2.1.4.230702,CVE-2023-21839,high,T3/IIOP RCE\n")
+        await service.advisories.import_bundle("rules", rules, source="test.csv",
+                                               source_date="2026-11-01", by="test", now=utcnow())
+
+        def inventory(days: float, *homes: dict[str, object]) -> CheckResult:
+            return CheckResult(agent_id="wls-01", check_id="patches", kind="patches",
+                               status=Status.OK, reason="ok",
+                               started_at=T0 + timedelta(days=days), duration_s=1,
+                               interval_s=86400, summary="",
+                               details={"oracle_homes": list(homes)})
+
+        old = {"path": "/u01/wls", "product": "weblogic", "version": "12.2.1.4.200624",
+               "patch_date": "2020-06-24", "patches": [["31537019", "WLS PSU"]],
+               "error": None}
+        await service.observe([inventory(0, old)])
+        found = {f["key"]: f for f in (await service.host("wls-01", utcnow()))["findings"]}
+        assert set(found) == {"vuln:CVE-2023-21839@/u01/wls"}
+        assert found["vuln:CVE-2023-21839@/u01/wls"]["data"]["oracle_home"] == "/u01/wls"
+        # the home could not be read: the finding stays open
+        await service.observe([inventory(1, {**old, "version": None, "error": "timeout"})])
+        found = {f["key"]: f for f in (await service.host("wls-01", utcnow()))["findings"]}
+        assert found["vuln:CVE-2023-21839@/u01/wls"]["state"] == "open"
+        # the July 2023 PSU applied: fixed
+        await service.observe([inventory(3, {**old, "version": "12.2.1.4.230702"})])
+        found = {f["key"]: f for f in (await service.host("wls-01", utcnow()))["findings"]}
+        assert found["vuln:CVE-2023-21839@/u01/wls"]["state"] == "fixed"
+    finally:
+        await store.close()

@@ -39,7 +39,7 @@ from probes.config import Duration, StrictModel
 from probes.hardening import HardeningCheck, report
 from probes.inventory import InventoryOptions, linux_inventory
 from probes.memory import ProbeMemory
-from probes.patches import PatchesCheck, judge
+from probes.patches import OracleHomeConfig, PatchesCheck, judge
 from probes.policy import CheckOutcome, evaluate, shipped_policies
 from probes.result import CheckResult, ProbeResult
 from probes.ssh import SshTarget
@@ -69,6 +69,9 @@ class ScanHost(StrictModel):
     """Overrides the section's key_file for this host."""
     known_hosts: Path | None = None
     """Overrides the section's known_hosts for this host."""
+    oracle_homes: tuple[OracleHomeConfig, ...] = ()
+    """Oracle homes whose patches `opatch lspatches` lists, as on the agent's `patches`
+    check (docs/probes/patches.md)."""
 
     @field_validator("policies")
     @classmethod
@@ -213,9 +216,11 @@ class Scanner:
         results = []
         begun = time.perf_counter()
         patches = PatchesCheck(id="patches", kind="patches", system=host.system,
-                               interval=cfg.every, timeout=cfg.per_host_limit)
+                               interval=cfg.every, timeout=cfg.per_host_limit,
+                               oracle_homes=list(host.oracle_homes))
         inventory = await linux_inventory(access, InventoryOptions(
-            limit_s=cfg.per_host_limit * 0.6))
+            limit_s=cfg.per_host_limit * 0.6,
+            oracle_homes=tuple(h.spec() for h in host.oracle_homes)))
         # a fresh memory: the whole package list is sent with every scan (once per `every`)
         outcome = judge(patches, inventory, ProbeMemory(), time.perf_counter() - begun)
         results.append(self._result(host, patches.id, patches.kind, patches.target, outcome,

@@ -26,6 +26,7 @@ from collector.schema import agentless_scans, inventories, results
 from collector.store import Store, utcnow
 from probes.config import ConfigError
 from probes.result import CheckResult
+from tests.probes.test_opatch import make_home
 from tests.probes.test_ssh import _known_hosts, _start_sshd, ssh_keys
 from tests.services import free_port, stop_process
 
@@ -89,8 +90,12 @@ async def test_collector_scans_on_schedule_and_stores_like_an_agent(
         ssh_keys: Path, sshd_port: int, tmp_path: Path) -> None:
     known_hosts = section(ssh_keys, sshd_port)["known_hosts"]
     before = await asyncio.to_thread(Path(known_hosts).read_bytes)
+    scanned = section(ssh_keys, sshd_port)
+    # a WebLogic home on the scanned host: its OPatch answers with Oracle's recorded listing
+    home = make_home(tmp_path)
+    scanned["hosts"][0]["oracle_homes"] = [{"path": str(home)}]
     config = parse_collector_config({"store": f"sqlite:///{tmp_path}/c.db",
-                                     "agentless": section(ssh_keys, sshd_port)})
+                                     "agentless": scanned})
     app = create_app(config)
     async with TestClient(TestServer(app)) as client:
         store = app[STORE_KEY]
@@ -110,6 +115,9 @@ async def test_collector_scans_on_schedule_and_stores_like_an_agent(
         [inv] = [r for r in await _rows(store, inventories) if r["host"] == "lis-db-01"]
         assert inv["summary"]["os"]["id"] == "debian"
         assert len(inv["packages"]) > 100            # this machine's dpkg list, over SSH
+        [wls] = inv["summary"]["oracle_homes"]
+        assert (wls["path"], wls["product"], wls["error"]) == (str(home), "weblogic", None)
+        assert wls["version"] and wls["patches"] > 0
         patches = await (await client.get("/api/v1/hosts/lis-db-01/patches")).json()
         assert patches["inventories"][0]["summary"]["package_manager"] == "dpkg"
         # the test sshd allows root login with a key: the sshd policy finds it

@@ -11,6 +11,9 @@ recover windows (80 % by default: 8 minutes into a level-1 incident's 10).
 `dispatch(now)` claims due rows one by one (`UPDATE … WHERE state = 'pending'`: one collector
 wins each row), renders each message once, sends to its channels concurrently, and records the
 outcome on the row (attempts, last error, sent time) and in the incident's timeline. A
+delivery that failed for a reason that may pass (the channel down, a 5xx, a rate limit) is
+due again later, for up to REDELIVER_FOR; a refusal that will not pass (a wrong secret, a
+4xx) fails at once. A
 reminder whose deadline was met, or whose incident closed, is skipped. A row left `sending`
 by a collector that died is taken up again after `RECLAIM_AFTER`. A failing channel never
 blocks another, nor the incident: delivery runs after the incident's transaction committed.
@@ -38,6 +41,10 @@ from collector.store import Store
 log = logging.getLogger("wardwatch.collector.outbox")
 
 RECLAIM_AFTER = timedelta(minutes=5)
+REDELIVER_FOR = timedelta(hours=24)
+"""A message whose channel keeps failing with a passing fault is tried again this long."""
+REDELIVER_MIN_WAIT = timedelta(minutes=1)
+REDELIVER_MAX_WAIT = timedelta(minutes=15)
 BATCH = 50
 
 _EVENTS = {"opened": Event.OPENED, "reopened": Event.OPENED, "escalated": Event.ESCALATED,
@@ -175,8 +182,17 @@ class Outbox:
                 outcome = found
                 ok = isinstance(outcome, Delivery)
                 detail = outcome.detail
-                await self._settle_one(conn, row, "sent" if ok else "failed", now,
-                                       None if ok else detail, outcome.attempts)
+                again = None if ok else self._next_try(row, outcome, now)
+                if again is not None:
+                    # the channel is away (network, 5xx, rate limit): the row waits again
+                    detail = f"{detail}; next try {again.isoformat(timespec='seconds')}"
+                    await conn.execute(notifications.update()
+                                       .where(notifications.c.id == row["id"])
+                                       .values(state="pending", due_at=again, last_error=detail,
+                                               attempts=row["attempts"] + outcome.attempts))
+                else:
+                    await self._settle_one(conn, row, "sent" if ok else "failed", now,
+                                           None if ok else detail, outcome.attempts)
                 await conn.execute(incident_events.insert().values(
                     incident_id=incident.id, at=now, kind="notified" if ok else "notify_failed",
                     by="wardwatch", level=row["level"],
@@ -187,6 +203,20 @@ class Outbox:
                 if not ok:
                     log.warning("notification %s of %s to %s failed: %s", row["event"],
                                 incident.number, row["channel"], detail)
+
+    @staticmethod
+    def _next_try(row: dict[str, Any], outcome: Delivery | DeliveryError, now: datetime
+                  ) -> datetime | None:
+        """When to try a failed delivery again, or None to give up: a failure that may pass
+        (network, timeout, 5xx, rate limit) is tried again for REDELIVER_FOR after the
+        message was queued, each wait a quarter of its age so far (1 minute to 15), so a
+        channel down for an hour gets the message a few minutes after it is back."""
+        if not isinstance(outcome, DeliveryError) or not outcome.retryable:
+            return None
+        age: timedelta = now - row["created_at"]
+        if age >= REDELIVER_FOR:
+            return None
+        return now + min(REDELIVER_MAX_WAIT, max(REDELIVER_MIN_WAIT, age / 4))
 
     async def _settle(self, group: list[dict[str, Any]], state: str, now: datetime,
                       error: str | None) -> None:

@@ -137,6 +137,11 @@ class RuleCache:
         return held[2]
 
 
+RECENT = timedelta(hours=1)
+"""The first, short read of a system's last stretch (`Systems.snapshot`, the board): most
+states that matter changed within it; only a state steady for longer needs the day."""
+
+
 def sweep_keys(intervals: Sequence[CheckInterval], members: Iterable[CheckKey]
                ) -> list[CheckKey]:
     """The checks a sweep looks at, in order: the members and any check with an interval."""
@@ -395,11 +400,19 @@ class Systems:
                        ) -> tuple[SystemState, list[CheckInterval]]:
         """State at `now` and the current (standing) interval of each member check, from one
         read of the store: what the incident engine looks at."""
-        start = now - timedelta(days=1)
+        start, recent = now - timedelta(days=1), now - RECENT
         members = await self._members(system)
-        intervals = [self._standing(iv, now)
-                     for iv in await self.store.intervals(start, now, members)]
-        states = self.sweep(system, intervals, start, now, members)
+        # the state at an instant depends only on the intervals covering it: a last stretch
+        # that starts within the last RECENT is the day's last stretch too (the board reads
+        # the same way, collector/web/board.py); the rest of the day only when it does not
+        intervals = [self._standing(iv, now) for iv in await self.store.intervals(
+            recent, now, members, open_after=start)]
+        states = self.sweep(system, intervals, recent, now, members)
+        if states[-1].start == recent:
+            earlier = [self._standing(iv, now) for iv in await self.store.intervals(
+                start, recent, members, closed_only=True)]
+            intervals = earlier + intervals   # the closed ones never cover `now`
+            states = self.sweep(system, intervals, start, now, members)
         last = states[-1]
         current: dict[CheckKey, CheckInterval] = {}
         for iv in intervals:   # ordered by start: the last one covering now wins

@@ -27,7 +27,15 @@ from collector.availability import StateInterval
 from collector.config import CollectorConfig, SystemConfig
 from collector.incidents import Incident, IncidentService
 from collector.store import CheckInterval, Store
-from collector.systems import CheckKey, RuleFn, Systems, SystemState, state_changes, sweep_keys
+from collector.systems import (
+    RECENT,
+    CheckKey,
+    RuleFn,
+    Systems,
+    SystemState,
+    state_changes,
+    sweep_keys,
+)
 
 
 @dataclass(frozen=True)
@@ -153,8 +161,6 @@ class Board:
         return by_check
 
 
-RECENT = timedelta(hours=1)
-"""The board's first read (see `Board.states`)."""
 WHOLE_READ_KEYS = 400
 """Above this many checks a read takes every row of its window instead of an OR of pairs."""
 

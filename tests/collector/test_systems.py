@@ -99,3 +99,59 @@ async def test_availability_through_the_store(store: Store) -> None:
     assert state.state == "up"
     stale = await systems.current(EMR, at(60) + timedelta(minutes=10))
     assert stale.state == "unknown"
+
+
+async def test_snapshot_reads_the_day_only_when_the_last_hour_does_not_decide(
+        store: Store) -> None:
+    """`Systems.snapshot` (what the incident engine reads) gives the state, since and cause of
+    the full day's sweep (`Systems.current`) and the standing interval of every member, whether
+    the state changed minutes ago, hours ago, or not today; a stale member counts."""
+    import random
+
+    for agent in ("emr-db-01", "emr-app-01", "emr-app-02"):
+        await store.add_agent(agent, T0)
+    rng = random.Random(11)
+    # 30 hours of 1-minute results; the database flaps until `quiet`, then stays as it is
+    checks = (("emr-db-01", "oracle"), ("emr-app-01", "web"), ("emr-app-02", "web"))
+    reads: list[datetime] = []
+    original = store.intervals
+
+    async def counted(start: datetime, end: datetime, scope: object = None,
+                      **kwargs: object) -> list[CheckInterval]:
+        reads.append(start)
+        return await original(start, end, scope, **kwargs)  # type: ignore[arg-type]
+
+    for quiet in (20 * 60, 27 * 60, 29 * 60 + 50):   # each scenario later than the one before
+        batch: dict[str, list[CheckResult]] = {}
+        for m in range(30 * 60):
+            for agent, check in checks:
+                flapping = agent == "emr-db-01" and m < quiet
+                status = (rng.choice(["ok", "ok", "warning", "critical"]) if flapping
+                          else "ok")
+                if agent == "emr-app-02" and quiet == 27 * 60 and m > 29 * 60:
+                    continue          # silent for the last hour: stale, unknown
+                batch.setdefault(agent, []).append(CheckResult(
+                    agent_id=agent, check_id=check, kind="tcp", system="EMR",
+                    status=Status(status), reason="ok" if status == "ok" else "down",
+                    started_at=at(m + quiet * 100), duration_s=0.01, interval_s=60,
+                    summary=status))
+        now = at(30 * 60 + quiet * 100)
+        for agent, results in batch.items():
+            await store.ingest(agent, results, now)
+        reads.clear()
+        systems = Systems(CONFIG, store, HolidayCalendar.official())
+        expected = await systems.current(EMR, now)
+        store.intervals = counted  # type: ignore[method-assign]
+        try:
+            state, members = await systems.snapshot(EMR, now)
+        finally:
+            del store.intervals
+        assert state == expected, quiet
+        # the standing interval of each member, by brute force over the day's intervals
+        standing = {}
+        for interval in await store.intervals(now - timedelta(days=1), now):
+            interval = systems._standing(interval, now)
+            if interval.start <= now <= interval.end:
+                standing[(interval.agent_id, interval.check_id)] = interval
+        assert sorted(members) == sorted(standing.values())
+        assert len(reads) == (1 if now - state.since < timedelta(hours=1) else 2), quiet

@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -266,18 +266,6 @@ class SteppedWallClock:
 @pytest.fixture
 def wall(monkeypatch: pytest.MonkeyPatch) -> SteppedWallClock:
     return SteppedWallClock(monkeypatch)
-
-
-@pytest.fixture
-async def answer_port() -> AsyncIterator[int]:
-    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"READY\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
 
 
 class Arrivals:

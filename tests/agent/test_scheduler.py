@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from agent.config import parse_agent_config
 from agent.scheduler import Scheduler, phase_offset
 from probes.result import CheckResult, Status
-
-
-@pytest.fixture
-async def answer_port() -> AsyncIterator[int]:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"READY\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
 
 
 class Recorder:

@@ -54,6 +54,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -62,7 +63,7 @@ from tenacity.wait import wait_exponential, wait_random
 
 from agent.config import CollectorSection
 from agent.spool import Batch, Spool
-from probes.result import CheckResult
+from probes.result import SENT_AT_HEADER, CheckResult
 
 log = logging.getLogger("wardwatch.agent.push")
 
@@ -363,7 +364,10 @@ class Pusher:
 
     async def _post(self, batch: Batch) -> tuple[int, str, float | None]:
         assert self._session is not None
-        headers = {"Content-Type": "application/json"}
+        # the agent's wall clock at sending: the collector measures this host's clock offset
+        # from it and puts the results on its own clock (SENT_AT_HEADER)
+        headers = {"Content-Type": "application/json",
+                   SENT_AT_HEADER: datetime.now(UTC).isoformat()}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         body = self._body_prefix + b",".join(batch.records) + b"]}"

@@ -13,26 +13,29 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerts import alertmanager
+from collector import clock, unavailable
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
 from collector.findings import VERSIONED, FindingsService
 from collector.incidents import Incident, IncidentError, IncidentService
 from collector.outbox import Outbox
 from collector.period import PeriodError, parse_period
+from collector.ratelimit import FailureLimiter
 from collector.scans import scan_forever
 from collector.store import IngestOutcome, Store, StoreError, utcnow
 from collector.systems import Systems
-from probes.result import SCHEMA_VERSION, CheckResult, known_fields_only
+from probes.result import SCHEMA_VERSION, SENT_AT_HEADER, CheckResult, known_fields_only
 
 log = logging.getLogger("wardwatch.collector")
 
@@ -126,6 +129,16 @@ class CollectorMetrics:
                                        "Raw results rolled up hourly and deleted after the "
                                        "retention period.",
                                        registry=self.registry)
+        self.agent_clock_offset = Gauge(
+            "wardwatch_collector_agent_clock_offset_seconds",
+            "How far each agent's clock is behind the collector's at its last push (negative: "
+            "ahead); beyond 10 s its results are moved onto the collector's clock.", ["agent"],
+            registry=self.registry)
+        self.results_clock_corrected = Counter(
+            "wardwatch_collector_results_clock_corrected",
+            "Results moved onto the collector's clock (their agent's clock was off).",
+            registry=self.registry)
+        self.clock_warnings = clock.OffsetWarnings()
 
 
 CONFIG_KEY = web.AppKey("config", CollectorConfig)
@@ -141,14 +154,16 @@ OBSERVED_KINDS = frozenset({"patches", "hardening", *VERSIONED})
 """Result kinds the findings service reads (inventories, hardening, product versions)."""
 SEND_KEY = web.AppKey("wake_outbox", asyncio.Event)
 METRICS_KEY = web.AppKey("metrics", CollectorMetrics)
+AUTH_FAILURES_KEY = web.AppKey("auth_failures", FailureLimiter)
 
 
 def create_app(config: CollectorConfig, store_url: str | None = None) -> web.Application:
     """The collector app; the store opens on startup and closes on cleanup."""
     app = web.Application(client_max_size=config.max_body_bytes,
-                          middlewares=[_json_errors])
+                          middlewares=[_json_errors, _refuse_nul])
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = CollectorMetrics()
+    app[AUTH_FAILURES_KEY] = FailureLimiter()   # failed agent tokens per address
     app.cleanup_ctx.append(_open_store(store_url or config.store, config))
     # background work the app owns, each cancelled on shutdown: system gauges every minute
     # and retention every hour; incidents after each ingest and every few seconds; the outbox
@@ -178,6 +193,8 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
     setup_web(app)
     from collector.sd import service_discovery  # here too: it imports this module
     app.router.add_get("/api/v1/sd", service_discovery)
+    from collector.openapi import openapi_document  # here too: it imports this module
+    app.router.add_get("/api/v1/openapi.json", openapi_document)
     return app
 
 
@@ -366,6 +383,9 @@ async def _dispatch_forever(app: web.Application) -> None:
         wake.clear()
 
 
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 async def alertmanager_webhook(request: web.Request) -> web.Response:
     """Alertmanager's webhook (version 4): a firing group opens or updates its incident, a
     resolved group recovers it (docs/incidents.md). Configure Alertmanager with
@@ -376,9 +396,15 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise ApiError(400, _first_errors(exc).replace("invalid batch", "invalid payload")
                        ) from None
+    _aware(*(a.startsAt for a in note.alerts),
+           *(a.endsAt for a in note.alerts if a.endsAt is not None))
+    now = utcnow()
+    # endsAt may be Go's zero time (0001-01-01, "not yet"); startsAt opens the incident's
+    # clocks, and year 1 or 9999 overflows its deadlines
+    if not all(UNIX_EPOCH <= a.startsAt <= now + timedelta(days=1) for a in note.alerts):
+        raise ApiError(400, "startsAt must lie between 1970 and now")
     service = request.app[INCIDENTS_KEY]
     config = request.app[CONFIG_KEY].incidents.alertmanager
-    now = utcnow()
     key = alertmanager.incident_key(note.groupKey)
     if note.status == "resolved":
         changes = await service.resolve_external(key, min(alertmanager.resolved_at(note), now),
@@ -407,6 +433,10 @@ async def host_patches(request: web.Request) -> web.Response:
     return web.json_response(found, dumps=_dumps)
 
 
+MAX_ROW_ID = 2**31 - 1
+"""Row ids are INTEGER columns (32 bits on PostgreSQL): a larger id names no row."""
+
+
 class RectificationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -414,7 +444,8 @@ class RectificationRequest(BaseModel):
     issued_by: str = Field(min_length=1, max_length=128)
     issued_at: datetime
     due_at: datetime
-    findings: list[int] = Field(min_length=1, max_length=10_000)
+    findings: list[Annotated[int, Field(ge=1, le=MAX_ROW_ID)]] = Field(min_length=1,
+                                                                      max_length=10_000)
     note: str = Field(default="", max_length=4000)
     by: str = Field(default="api", min_length=1, max_length=128)
 
@@ -433,6 +464,11 @@ class WaiverRequest(BaseModel):
 def _aware(*values: datetime) -> None:
     if any(v.tzinfo is None for v in values):
         raise ApiError(400, "times need a UTC offset (e.g. +08:00 or Z)")
+    try:   # the store keeps UTC: 0001-01-01T00:00+08:00 has none
+        for value in values:
+            value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(400, "times must fall within the years 1 to 9999 in UTC") from None
 
 
 async def list_rectifications(request: web.Request) -> web.Response:
@@ -500,9 +536,12 @@ def _incident_id(request: web.Request) -> int:
     raw = request.match_info["id"]
     number = raw.rsplit("-", 1)[-1] if raw.upper().startswith("INC-") else raw
     try:
-        return int(number)
+        incident_id = int(number)
     except ValueError:
         raise ApiError(400, f"{raw!r} is not an incident id (a number or INC-YYYY-NNNN)") from None
+    if not 0 < incident_id <= MAX_ROW_ID:
+        raise ApiError(404, f"no incident {raw}")
+    return incident_id
 
 
 def _incident_json(incident: Incident) -> dict[str, Any]:
@@ -580,10 +619,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiError(Exception):
     """A refusal: answered as `{"error": message}` with `status`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 @web.middleware
@@ -592,12 +633,26 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     except ApiError as exc:
         return web.json_response({"error": exc.message}, status=exc.status,
-                                 dumps=_dumps)
+                                 headers=exc.headers, dumps=_dumps)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         # aiohttp's own refusals (404, 405, 413 body too large) as JSON too
         return web.json_response({"error": exc.reason}, status=exc.status)
+    except Exception as exc:
+        reason = unavailable.cause(exc)
+        if reason is None:
+            raise
+        # the store is away (PostgreSQL restarting, a full disk): nothing was acknowledged
+        _UNAVAILABLE.warn(request.path, reason)
+        if request.path == "/api/v1/results":
+            request.app[METRICS_KEY].rejected.labels("store_unavailable").inc()
+        return web.json_response(
+            {"error": f"store unavailable, retry later ({reason})"}, status=503,
+            headers={"Retry-After": str(unavailable.RETRY_AFTER_S)}, dumps=_dumps)
+
+
+_UNAVAILABLE = unavailable.Throttled()
 
 
 def _dumps(value: Any) -> str:
@@ -617,10 +672,18 @@ async def ingest(request: web.Request) -> web.Response:
     if token is None:
         m.rejected.labels("unauthenticated").inc()
         raise ApiError(401, "missing bearer token")
+    failures, address = request.app[AUTH_FAILURES_KEY], request.remote or ""
+    wait = failures.refusal(address, token)
+    if wait is not None:   # token guessing from this address: not even looked up
+        m.rejected.labels("rate_limited").inc()
+        raise ApiError(429, "too many failed token checks from this address; retry later",
+                       headers={"Retry-After": str(math.ceil(wait))})
     agent_id = await store.authenticate(token)
     if agent_id is None:
+        failures.failed(address)
         m.rejected.labels("bad_token").inc()
         raise ApiError(401, "unknown or revoked token")
+    failures.succeeded(address, token)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -632,8 +695,16 @@ async def ingest(request: web.Request) -> web.Response:
         m.rejected.labels("wrong_agent").inc()
         raise ApiError(403, f"this token belongs to agent {agent_id}")
     m.batches.inc()
-    outcome = await store_results(request.app, agent_id, batch.results,
-                                  address=request.remote)
+    # the agent's clock may be off by an hour: its results go on the collector's clock
+    offset = clock.offset_of(request.headers.get(SENT_AT_HEADER), utcnow())
+    results: Sequence[CheckResult] = batch.results
+    if offset is not None:
+        m.agent_clock_offset.labels(agent_id).set(offset)
+        m.clock_warnings.observe(agent_id, offset)
+        results, moved = clock.corrected(results, offset)
+        if moved:
+            m.results_clock_corrected.inc(len(results))
+    outcome = await store_results(request.app, agent_id, results, address=request.remote)
     m.ingest_seconds.observe(time.perf_counter() - started)
     return web.json_response({"accepted": outcome.accepted, "duplicates": outcome.duplicates})
 
@@ -643,6 +714,8 @@ def _parse_batch(body: bytes, m: CollectorMetrics) -> IngestRequest:
     collector's schema version or older strictly; of the next version without the fields
     this collector does not know (counted); of any later version refused with 409, which the
     agent answers by keeping its spool until the collector is upgraded."""
+    if b"\\u0000" in body:
+        body = _nul_replaced(body)
     try:
         batch = IngestRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -686,8 +759,32 @@ def _refuse_unknown_schema(version: int, m: CollectorMetrics) -> None:
 def _json_or_none(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):   # not JSON, or nested deeper than we read
         return None
+
+
+def _nul_replaced(body: bytes) -> bytes:
+    """The batch with every NUL character in its strings replaced by U+FFFD: a probe may
+    capture one (a binary banner), PostgreSQL cannot store it, and refusing the result would
+    make the agent drop it as poison — evidence lost for one byte. SQLite and PostgreSQL
+    then store the same text. Only batches that hold an escaped NUL take this path."""
+    raw = _json_or_none(body)
+    if raw is None:
+        return body   # not JSON: the strict read says why
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\x00", "\ufffd")
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        return value
+
+    try:
+        return json.dumps(clean(raw), ensure_ascii=False).encode()
+    except RecursionError:
+        return body
 
 
 async def store_results(app: web.Application, agent_id: str, results: Sequence[CheckResult],
@@ -763,9 +860,21 @@ async def availability(request: web.Request) -> web.Response:
                                   config.zone, utcnow())
     except PeriodError as exc:
         raise ApiError(400, str(exc)) from None
+    except OverflowError:   # 0001-01-01 local is before year 1 in UTC; 9999-12-31's end
+        raise ApiError(400, PERIOD_YEARS) from None
+    if start.year < 2 or end.year > 9998:   # a schedule looks a day beyond either end
+        raise ApiError(400, PERIOD_YEARS)
+    if end - start > MAX_PERIOD:   # the work grows with the days (a schedule's, on the loop)
+        raise ApiError(400, f"a period of at most {MAX_PERIOD.days} days, please")
     report = await request.app[SYSTEMS_KEY].availability(system, start, end, utcnow())
     return web.json_response({"system": system.id, "from": start.isoformat(),
                               "to": end.isoformat(), **report.as_dict()}, dumps=_dumps)
+
+
+PERIOD_YEARS = "from and to must fall within the years 2 to 9998"
+MAX_PERIOD = timedelta(days=3660)
+"""The longest period `GET /api/v1/availability` computes (ten years: ~30 ms for a system
+with a schedule; 1000 years took 5 s of the event loop)."""
 
 
 def _require_admin(request: web.Request) -> None:
@@ -782,9 +891,42 @@ def _require_admin(request: web.Request) -> None:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json()
+        body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "body is not JSON") from None
+    except RecursionError:
+        raise ApiError(400, "body is nested too deeply") from None
+    if _has_nul(body):
+        raise ApiError(400, NUL_MESSAGE)
+    return body
+
+
+NUL_MESSAGE = "text must not contain NUL characters (\\u0000)"
+"""PostgreSQL cannot store them (every query with one fails), so they are refused everywhere."""
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether any string in a parsed JSON document (keys too) holds a NUL character."""
+    stack = [value]
+    while stack:   # no recursion: the document may be deep
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+@web.middleware
+async def _refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A NUL in the path or the query: 400 before any handler passes it to the store."""
+    if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+        raise ApiError(400, NUL_MESSAGE)
+    return await handler(request)
 
 
 async def add_maintenance(request: web.Request) -> web.Response:
@@ -798,6 +940,7 @@ async def add_maintenance(request: web.Request) -> web.Response:
         raise ApiError(400, f"unknown system {body.system!r}")
     if body.start.tzinfo is None or body.end.tzinfo is None:
         raise ApiError(400, "start and end need a UTC offset (e.g. +08:00 or Z)")
+    _aware(body.start, body.end)
     try:
         window = await request.app[STORE_KEY].add_maintenance(
             system=body.system, start=body.start, end=body.end, kind=body.kind,

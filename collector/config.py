@@ -194,4 +194,6 @@ def load_collector_config(path: str | Path) -> CollectorConfig:
         raise ConfigError(source, [f"cannot read file: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"YAML syntax error: {exc}"]) from None
+    except ValueError as exc:   # a date YAML reads but Python cannot hold (year 0)
+        raise ConfigError(source, [f"YAML value out of range: {exc}"]) from None
     return parse_collector_config(data, source)

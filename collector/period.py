@@ -24,11 +24,14 @@ def parse_instant(value: str, zone: ZoneInfo, *, end_of_day: bool = False) -> da
                 day += timedelta(days=1)
             return datetime.combine(day, time(), zone).astimezone(UTC)
         parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=zone)
+        return parsed.astimezone(UTC)
     except ValueError:
         raise PeriodError(f"{value!r} is not a date (2026-01-31) or an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.astimezone(UTC)
+    except OverflowError:   # 0001-01-01 in a zone east of UTC, the day after 9999-12-31
+        raise PeriodError(f"{value!r} is at the end of the calendar: use years 1-9998"
+                          ) from None
 
 
 def year_start(now: datetime, zone: ZoneInfo) -> datetime:

@@ -7,6 +7,8 @@ availability figure must be reproducible from stored evidence.
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -391,3 +393,30 @@ agentless_scans = Table(
 """Agentless SSH scans the collector runs (collector/scans.py): per scanned host, when the last
 scan started and ended and how it went, so that a restart resumes the schedule instead of
 scanning every host again, and a failed scan (host key refused, unreachable) is on record."""
+
+
+def json_dumps(value: Any, *, compact: bool = False) -> str:
+    """JSON for the store's JSON columns. NaN and ±Infinity (a Prometheus-style metric value,
+    a float in a probe's details) are not JSON: PostgreSQL refuses them and one such result
+    would make the whole batch fail, so they are stored as null — on both stores alike.
+    UTF-8, not \\u escapes: Chinese text stays 3 bytes a character."""
+    encode = _COMPACT if compact else _PLAIN
+    try:
+        return encode(value)
+    except ValueError:
+        return encode(_finite(value))
+
+
+# built once: json.dumps with arguments builds an encoder per call (three per result)
+_PLAIN = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

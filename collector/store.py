@@ -37,6 +37,7 @@ from collector.auditchain import append
 from collector.schema import (
     agents,
     check_intervals,
+    json_dumps,
     maintenance,
     maintenance_audit,
     results,
@@ -148,7 +149,7 @@ class Store:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs["pool_size"] = 10
-        engine = create_async_engine(engine_url, **kwargs)
+        engine = create_async_engine(engine_url, json_serializer=json_dumps, **kwargs)
         if engine.dialect.name == "sqlite":
             _sqlite_pragmas(engine, synchronous)
         store = cls(engine, stale_after=stale_after)

@@ -17,7 +17,6 @@ interval arithmetic is the store's own `advance_all`. PostgreSQL keeps the SQLAl
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from collector.schema import check_intervals, results
+from collector.schema import check_intervals, json_dumps, results
 from probes.result import CheckResult
 
 if TYPE_CHECKING:
@@ -49,8 +48,10 @@ INTERVAL_COLUMNS = ("agent_id", "check_id", "system", "kind", "status", "reason"
                     "start", "end", "last_result_at", "results", "is_open")
 
 
-_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-"""Compact, and UTF-8: Chinese summaries and details stay 3 bytes a character, not 6."""
+def _compact_json(value: Any) -> str:
+    """Compact, UTF-8 (Chinese summaries and details stay 3 bytes a character, not 6), and
+    NaN / Infinity as null, as the async engine stores them (collector.schema.json_dumps)."""
+    return json_dumps(value, compact=True)
 
 
 def _bind(column: Any) -> Callable[[Any], Any]:

@@ -97,6 +97,21 @@ it does not know (`known_fields_only`), and refuses anything newer
 (docs/decisions/0008-result-schema-version.md)."""
 
 
+SENT_AT_HEADER = "X-Wardwatch-Sent-At"
+"""HTTP header of a push: the agent's wall clock (UTC ISO 8601) when it sent the batch. The
+collector compares it with its own clock to correct results from a host whose clock is off
+(collector/clock.py). A header, not a body field: a collector that does not know it ignores it."""
+
+
+MAX_SPAN_S = 366 * 86400.0
+"""The longest duration or interval a result may state (a yearly check)."""
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""A result's time lies between these: a host whose clock died reads 1970 (the collector
+moves its results onto its own clock, collector/clock.py); beyond LATEST, the collector's
+arithmetic (time + interval x stale_after) would leave the calendar."""
+
+
 class CheckResult(BaseModel):
     """A result on the wire (agent -> collector), per DESIGN.md."""
 
@@ -112,8 +127,8 @@ class CheckResult(BaseModel):
     status: Status
     reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     started_at: datetime
-    duration_s: float = Field(ge=0)
-    interval_s: float | None = Field(default=None, gt=0)
+    duration_s: float = Field(ge=0, le=MAX_SPAN_S)
+    interval_s: float | None = Field(default=None, gt=0, le=MAX_SPAN_S)
     """The check's interval: how long this result stands for before the next is due."""
     summary: str = ""
     metrics: tuple[Metric, ...] = ()
@@ -125,7 +140,13 @@ class CheckResult(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a timezone (UTC)")
-        return value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"must be in the years {EARLIEST.year}-{LATEST.year}") from None
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(f"must be in the years {EARLIEST.year}-{LATEST.year}")
+        return value
 
 
 def known_fields_only(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -25,7 +25,7 @@ from agent.app import Agent
 from agent.config import CollectorSection, parse_agent_config
 from agent.push import Pusher
 from agent.spool import Spool
-from probes.result import CheckResult, Status
+from probes.result import SENT_AT_HEADER, CheckResult, Status
 from tests.services import free_port
 
 AGENT = "emr-app-01"
@@ -71,6 +71,9 @@ class FakeCollector:
         body = await request.json()
         seen = Request(body["agent_id"], [r["id"] for r in body["results"]],
                        request.headers.get("Authorization", ""))
+        # every push says when the agent sent it, by its own clock (collector/clock.py)
+        sent = datetime.fromisoformat(request.headers[SENT_AT_HEADER])
+        assert abs((datetime.now(UTC) - sent).total_seconds()) < 5
         self.requests.append(seen)
         self.changed.set()
         seen.status, reply = await self._answer(seen)

@@ -147,3 +147,25 @@ async def test_health_ready_and_metrics(collector: Collector) -> None:
     assert 'wardwatch_collector_batches_rejected_total{reason="invalid"} 1.0' in text
     assert 'wardwatch_collector_agent_last_seen_timestamp_seconds{agent="emr-app-01"}' in text
     assert "wardwatch_collector_results_expired_total 0.0" in text
+
+
+async def test_non_finite_metric_values_are_stored_as_null(collector: Collector) -> None:
+    """NaN and ±Infinity are valid Prometheus sample values but not JSON: PostgreSQL refuses
+    them, so one would fail the whole batch (a 500 the agent retries for ever). Both stores
+    keep them as null; the body carries them as the bare tokens Python's json writes."""
+    token = collector.tokens["emr-app-01"]
+    one = result(metrics=[{"name": "up", "value": 1.0}, {"name": "lag_seconds", "value": 0.0}],
+                 details={"ratio": 0.5})
+    text = json.dumps({"agent_id": "emr-app-01", "results": [one]})
+    text = text.replace('"value": 0.0', '"value": NaN').replace('"ratio": 0.5',
+                                                                '"ratio": -Infinity')
+    status, body = await collector.post(text.encode(), token)
+    assert (status, body) == (200, {"accepted": 1, "duplicates": 0})
+    import sqlalchemy as sa
+
+    from collector.schema import results
+    async with collector.store.engine.connect() as conn:
+        metrics, details = (await conn.execute(
+            sa.select(results.c.metrics, results.c.details))).one()
+    assert [m["value"] for m in metrics] == [1.0, None]
+    assert details == {"ratio": None}

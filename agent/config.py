@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from probes.config import (
     CheckConfig,
@@ -24,6 +24,7 @@ from probes.config import (
     SecretRef,
     StrictModel,
     TlsSection,
+    check_cert_and_key,
     split_listen,
     validation_messages,
 )
@@ -69,8 +70,33 @@ class CollectorSection(StrictModel):
     push_interval: Duration = 5.0
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
     ca_file: Path | None = None
+    cert_file: Path | None = None
+    """Client certificate (PEM, chain allowed) the agent presents for mutual TLS; its subject
+    CN must be this agent's id (docs/security.md "Agent → collector: mutual TLS")."""
+    key_file: Path | None = None
+    """Its key (PEM, unencrypted: protect it by file permissions)."""
     timeout: Duration = 30.0
     """How long one push request may take before it counts as failed and is retried."""
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.open("rb").close()
+            except OSError as exc:
+                raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _client_cert(self) -> CollectorSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both or neither")
+        if self.cert_file is not None and self.key_file is not None:
+            if not self.url.startswith("https://"):
+                raise ValueError("cert_file and key_file need an https:// url")
+            check_cert_and_key(self.cert_file, self.key_file)
+        return self
 
     @model_validator(mode="after")
     def _one_token(self) -> CollectorSection:

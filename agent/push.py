@@ -468,8 +468,14 @@ class Pusher:
         ca_file = self._config.ca_file
         # Verification stays on. With ca_file the hospital's CA is the only trust anchor
         # (the system store is not loaded); without it, the system store is used.
-        return token, ssl.create_default_context(
+        context = ssl.create_default_context(
             cafile=str(ca_file) if ca_file is not None else None)
+        if self._config.cert_file is not None:
+            # Mutual TLS: the collector checks that the certificate's CN is this agent's id.
+            # Loaded once here; a renewed certificate takes effect when the agent restarts.
+            # password="": an encrypted key fails to load instead of prompting on a terminal.
+            context.load_cert_chain(self._config.cert_file, self._config.key_file, password="")
+        return token, context
 
     def _load_token(self) -> str | None:
         if self._config.token is not None:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import signal
-import ssl
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from aiohttp import web
 from collector.app import create_app
 from collector.config import CollectorConfig, load_collector_config
 from collector.store import Store, StoreError, utcnow
+from collector.tls import server_context
 from probes.config import ConfigError
 from probes.sdnotify import Notifier
 
@@ -333,8 +333,7 @@ async def serve(config: CollectorConfig, ready: asyncio.Event | None = None,
     host, port = _host_port(config.listen)
     ssl_context = None
     if config.tls is not None:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+        ssl_context = await asyncio.to_thread(server_context, config.tls)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
@@ -346,6 +345,9 @@ async def serve(config: CollectorConfig, ready: asyncio.Event | None = None,
         return 1
     scheme = "https" if ssl_context else "http"
     log.info("collector serving on %s://%s", scheme, config.listen)
+    if config.tls is not None and config.tls.client_ca_file is not None:
+        log.info("ingest needs agents' client certificates (%s at the TLS handshake)",
+                 config.tls.client_certs)
     if stop is None:  # standalone: signals stop it; embedded (demo): the caller does
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -35,6 +35,7 @@ from collector.ratelimit import FailureLimiter
 from collector.scans import scan_forever
 from collector.store import IngestOutcome, Store, StoreError, utcnow
 from collector.systems import Systems
+from collector.tls import client_cert_refusal
 from probes.result import SCHEMA_VERSION, SENT_AT_HEADER, CheckResult, known_fields_only
 
 log = logging.getLogger("wardwatch.collector")
@@ -684,6 +685,10 @@ async def ingest(request: web.Request) -> web.Response:
         m.rejected.labels("bad_token").inc()
         raise ApiError(401, "unknown or revoked token")
     failures.succeeded(address, token)
+    refusal = client_cert_refusal(request.app[CONFIG_KEY].tls, request.transport, agent_id)
+    if refusal is not None:   # mutual TLS: the certificate must be this token's agent's
+        m.rejected.labels("client_cert").inc()
+        raise ApiError(403, refusal)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from alerts.channel_config import Channels
 from alerts.config import IncidentsConfig
@@ -23,6 +24,7 @@ from probes.config import (
     SecretRef,
     StrictModel,
     TlsSection,
+    check_cert_and_key,
     split_listen,
     validation_messages,
 )
@@ -96,6 +98,52 @@ class ServiceDiscoveryConfig(StrictModel):
         return value
 
 
+class CollectorTls(TlsSection):
+    """The collector's server certificate and, for mutual TLS with the agents, the CA that
+    signs their client certificates (collector/tls.py; docs/security.md "Agent → collector:
+    mutual TLS")."""
+
+    client_ca_file: Path | None = None
+    """PEM bundle of the CA(s) that sign the agents' client certificates, the only anchors
+    trusted for them (never the system store). When set, `POST /api/v1/results` needs a
+    verified client certificate whose subject CN is the agent id of the bearer token."""
+    client_certs: Literal["optional", "required"] = "optional"
+    """`optional`: the handshake asks for a certificate but lets browsers without one in (the
+    web UI shares the port); ingest checks it. `required`: no certificate, no connection (for
+    a collector whose UI and health checks are served elsewhere)."""
+
+    @field_validator("client_ca_file")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_verify_locations(cafile=value)
+        except ssl.SSLError:
+            raise ValueError(f"{value} holds no PEM certificate") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        if not context.cert_store_stats()["x509_ca"]:
+            raise ValueError(f"{value} holds no CA certificate (basicConstraints CA:TRUE); "
+                             "give the CA that signs the agents' certificates, not a leaf")
+        return value
+
+    @field_validator("client_certs")
+    @classmethod
+    def _needs_ca(cls, value: str, info: ValidationInfo) -> str:
+        # `client_ca_file` is absent from info.data when it failed on its own: say that once
+        if "client_ca_file" in info.data and info.data["client_ca_file"] is None:
+            raise ValueError("client certificates need tls.client_ca_file (the CA that "
+                             "signs them)")
+        return value
+
+    @model_validator(mode="after")
+    def _pair_loads(self) -> CollectorTls:
+        check_cert_and_key(self.cert_file, self.key_file)
+        return self
+
+
 class CollectorConfig(StrictModel):
     listen: str = "127.0.0.1:9800"
     store: str = "sqlite:///var/lib/wardwatch/collector.db"
@@ -107,7 +155,7 @@ class CollectorConfig(StrictModel):
     stale_after: float = Field(default=2.0, ge=1.0, le=100.0)
     """A check's state stands for this many of its intervals without a new result."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    tls: TlsSection | None = None
+    tls: CollectorTls | None = None
     admin_token: SecretRef | None = None
     """Bearer token for write endpoints other than ingest (maintenance, incidents)."""
     systems: tuple[SystemConfig, ...] = ()

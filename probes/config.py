@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -216,6 +217,27 @@ class PasswordFields(StrictModel):
             return self
         object.__setattr__(self, "password", ref)
         return self
+
+
+def check_cert_and_key(cert_file: Path, key_file: Path) -> None:
+    """Raise ValueError saying why `cert_file` and `key_file` do not load into a TLS context
+    as a certificate (chain) and its key; used at config load so `validate` finds a wrong
+    key, not the first connection. The message never holds key material."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # Always a password: with None, OpenSSL would prompt on the terminal for an
+        # encrypted key and hang a daemon; with "" an encrypted key fails to load instead.
+        context.load_cert_chain(cert_file, key_file, password="")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"key_file {key_file} is not the key of cert_file {cert_file}"
+                             ) from None
+        raise ValueError(f"cert_file {cert_file} / key_file {key_file} do not load: not PEM, "
+                         "or an encrypted key (keys must be unencrypted; protect them by file "
+                         "permissions)") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {exc.filename or cert_file}: "
+                         f"{exc.strerror or exc}") from None
 
 
 class TlsSection(StrictModel):

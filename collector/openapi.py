@@ -290,8 +290,9 @@ def _operations() -> dict[str, Any]:
 ERRORS = {
     "400": "The request is invalid (the message says what).",
     "401": "Missing or wrong bearer token.",
-    "403": "Not allowed: another agent's id, or a write from the network without the admin "
-           "token configured.",
+    "403": "Not allowed: another agent's id, a push without the agent's client certificate "
+           "when the collector requires one (tls.client_ca_file), or a write from the network "
+           "without the admin token configured.",
     "404": "No such thing.",
     "409": "A conflict: a result schema newer than this collector reads, or an incident "
            "action out of order.",

@@ -17,6 +17,7 @@ a secret in its arguments rides along in `__cause__` into a logged traceback.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -65,6 +66,7 @@ __all__ = [
     "WebhookConfig",
     "build_channel",
     "deliver",
+    "header_secrets",
     "parse_channels",
     "redact",
     "redact_url",
@@ -161,14 +163,41 @@ def redact_url(url: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of each (non-trivial) secret, plain or URL-encoded,
-    replaced by `***`."""
+    """`text` with every occurrence of each (non-trivial) secret, plain, URL-encoded or
+    base64-encoded, replaced by `***`.
+
+    Base64 because peers quote what they were sent: an SMTP server its AUTH exchange, a web
+    server an `Authorization: Basic` header. The encoding of a secret's whole 3-byte groups
+    is also what starts the encoding of any text that begins with it.
+    """
     forms = set()
     for secret in secrets:
         forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
+        raw = secret.encode("utf-8")
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(raw).decode("ascii")
+            forms.update({encoded, encoded[: len(raw) // 3 * 4]})
     for secret in sorted({s for s in forms if len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def header_secrets(value: str) -> list[str]:
+    """What a peer may quote of a secret header value: the value, its credential without
+    the scheme (`Bearer X` -> `X`), and for Basic the decoded `user:password` and the
+    password."""
+    out = [value]
+    scheme, _, credential = value.strip().partition(" ")
+    credential = credential.strip()
+    if credential:
+        out.append(credential)
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(credential, validate=True).decode("utf-8")
+            except ValueError:   # binascii.Error and UnicodeDecodeError are ValueErrors
+                return out
+            out += [decoded, decoded.partition(":")[2]]
+    return [item for item in out if item]
 
 
 def clip(text: str, limit: int = DETAIL_LIMIT) -> str:

@@ -67,7 +67,9 @@ class EmailChannel:
     async def send(self, message: Message, text: RenderedText) -> Delivery:
         mail = compose(self.config, message, text)
         password = self.config.password.get() if self.config.password is not None else ""
-        secrets = [password] if password else []
+        # a server's reply may quote the AUTH exchange: PLAIN sends base64("\0user\0pass"),
+        # LOGIN base64("pass") (redact covers base64 forms)
+        secrets = [password, f"\0{self.config.username}\0{password}"] if password else []
 
         async def attempt() -> Outcome:
             return await asyncio.to_thread(self._send_blocking, mail, password)

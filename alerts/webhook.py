@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from pydantic import JsonValue
@@ -33,6 +34,7 @@ from alerts.channels import (
     DeliveryError,
     Outcome,
     clip,
+    header_secrets,
     redact_url,
     send_with_retries,
 )
@@ -191,7 +193,12 @@ class WebhookChannel:
                 else default_body(message, text))
         headers = dict(self.config.headers)
         headers.update({name: ref.get() for name, ref in self.config.secret_headers.items()})
-        secrets = [ref.get() for ref in self.config.secret_headers.values()]
+        # the header values as a peer may quote them, and the URL's query values (a token
+        # there is shown as *** in `_shown`, but a peer may echo the URL it was called with)
+        secrets = [form for ref in self.config.secret_headers.values()
+                   for form in header_secrets(ref.get())]
+        secrets += [value for _key, value in parse_qsl(urlsplit(self.config.url).query)
+                    if len(value) >= 8]   # not `format=json`: tokens are long
 
         async def attempt() -> Outcome:
             reply = await post_json(self.config, URL(self.config.url), body, self._shown,

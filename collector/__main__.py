@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from collector import unavailable
 from collector.app import create_app
 from collector.config import CollectorConfig, load_collector_config
 from collector.store import Store, StoreError, utcnow
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="a head hash exported earlier (signed report, external log) "
                          "that must still be in a chain (repeatable)")
 
-    from collector.web.cli import add_users_parser, run_users
+    from collector.web.cli import add_users_parser
     add_users_parser(sub, common)
 
     report = sub.add_parser("report", parents=[common], help="write a report")
@@ -142,9 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    try:
+        return _command(args, config)
+    except Exception as exc:
+        reason = unavailable.cause(exc)   # short and secret-free: no URL, no password
+        if reason is None:
+            raise
+        print(f"error: the store is unavailable: {reason}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace, config: CollectorConfig) -> int:
     if args.command == "run":
         return asyncio.run(serve(config))
     if args.command == "users":
+        from collector.web.cli import run_users
+
         return run_users(args, config)
     if args.command == "report":
         from collector.reports.command import write_report

@@ -241,7 +241,15 @@ def load_collector_config(path: str | Path) -> CollectorConfig:
     except OSError as exc:
         raise ConfigError(source, [f"cannot read file: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"YAML syntax error: {exc}"]) from None
+        # where and what, not PyYAML's snippet of the line: it may be the store URL's password
+        # (where it started, for an unclosed quote that runs to the end of the file)
+        context = getattr(exc, "context", None)
+        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        if context:
+            problem = f"{context}: {problem}"
+        raise ConfigError(source, [f"{where}YAML syntax error: {problem}"]) from None
     except ValueError as exc:   # a date YAML reads but Python cannot hold (year 0)
         raise ConfigError(source, [f"YAML value out of range: {exc}"]) from None
     return parse_collector_config(data, source)

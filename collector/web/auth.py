@@ -130,8 +130,11 @@ def _quote(path: str) -> str:
 
 
 def _safe_next(value: str | None) -> str:
-    # only a path on this site: never `//evil.example` or `https://…` (open redirect)
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    # only a path on this site: never `//evil.example` or `https://…` (open redirect); no
+    # control characters either: URL parsers (browsers, yarl) drop tabs and newlines, so
+    # `/\t/evil.example` would become `//evil.example` in the Location header
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)):
         return "/"
     return value
 

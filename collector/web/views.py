@@ -20,6 +20,7 @@ from collector.app import (
     CONFIG_KEY,
     FINDINGS_KEY,
     INCIDENTS_KEY,
+    MAX_ROW_ID,
     METRICS_KEY,
     OUTBOX_KEY,
     SEND_KEY,
@@ -148,9 +149,18 @@ async def incidents_page(request: web.Request, session: Session) -> web.StreamRe
                                               "incidents": found, "state": state})
 
 
+def _row_id(raw: str) -> int | None:
+    """A row id from a path, or None: ASCII digits within a database integer (`²` is a
+    digit to `str.isdigit` but not to `int`; a larger number names no row and overflows
+    PostgreSQL's INTEGER)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+        return None
+    number = int(raw)
+    return number if 0 < number <= MAX_ROW_ID else None
+
+
 def _incident_id(raw: str) -> int | None:
-    number = raw.rsplit("-", 1)[-1] if raw.upper().startswith("INC-") else raw
-    return int(number) if number.isdigit() else None
+    return _row_id(raw.rsplit("-", 1)[-1] if raw.upper().startswith("INC-") else raw)
 
 
 async def _incident_view(request: web.Request, session: Session, incident: Incident, *,
@@ -307,8 +317,7 @@ async def maintenance_cancel(request: web.Request, session: Session) -> web.Stre
     """Cancel a window (`wardwatch-collector maintenance cancel` does the same): kept with
     who and when, in the window's own audit trail and the UI's audit log; its time counts as
     planned hours again."""
-    raw = request.match_info["id"]
-    window_id = int(raw) if raw.isdigit() and len(raw) < 12 else None
+    window_id = _row_id(request.match_info["id"])
     if window_id is None:
         return refusal(request, session, 404, "not_found")
     now = utcnow()

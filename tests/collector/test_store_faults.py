@@ -269,3 +269,21 @@ async def test_sqlite_on_a_full_filesystem(tmp_path: Path, small_filesystem: Pat
 async def _is(status: Any, wanted: int) -> bool:
     return bool(await status == wanted)
 
+
+
+@pytest.mark.parametrize("command", [("incidents", "list"), ("agents", "add", "a9"),
+                                     ("maintenance", "list"), ("run",)])
+def test_commands_say_the_store_is_away_in_one_line(tmp_path: Path,
+                                                    command: tuple[str, ...]) -> None:
+    """No traceback, no URL, no password: one line and exit 1 (systemd restarts `run`)."""
+    port = free_port()   # nothing listens there
+    config = tmp_path / "collector.yaml"
+    config.write_text(yaml.safe_dump({
+        "listen": f"127.0.0.1:{free_port()}",
+        "store": f"postgresql://ww:WWSECRET-store@127.0.0.1:{port}/ww"}))
+    done = subprocess.run(collector(config, *command), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the store is unavailable"), lines
+    assert "WWSECRET" not in done.stderr and "Traceback" not in done.stderr

@@ -750,9 +750,9 @@ def run(args: argparse.Namespace) -> int:
     report["rows"] = [r.__dict__ for r in rows]
     outdir = REPO / "bench" / "out"
     outdir.mkdir(parents=True, exist_ok=True)
-    out = outdir / f"agent-{report['mode']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.json or outdir / f"agent-{report['mode']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nJSON: {out.relative_to(REPO)}")
+    print(f"\nJSON: {out}")
     failed = [r.figure for r in rows if r.verdict == "FAIL"]
     if failed:
         print("missed targets: " + "; ".join(failed))
@@ -765,6 +765,8 @@ def main() -> int:
                         help="60 s idle window and 200 scrapes instead of 600 s and 1000")
     parser.add_argument("--idle-window", type=float, help="override the idle window, seconds")
     parser.add_argument("--scrapes", type=int, help="override scrapes per target")
+    parser.add_argument("--json", type=Path, help="write the raw figures here instead of "
+                        "bench/out/agent-MODE-TIMESTAMP.json (bench/suite.py reads it)")
     parser.add_argument("--internal-round", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=4, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -173,11 +173,13 @@ def main() -> int:
     parser.add_argument("--systems", type=int, default=50)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="steady")
+    parser.add_argument("--json", type=Path, help="write the figures here instead of "
+                        "bench/out/board-TIMESTAMP.json (bench/suite.py reads it)")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
-    path = out / f"board-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = args.json or out / f"board-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(f"profile {result['profile']}: {result['hosts']} hosts, {result['checks']} checks, "
           f"{result['systems']} systems, "

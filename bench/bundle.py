@@ -89,6 +89,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--platform", action="append",
                         default=None, help="default: all three")
+    parser.add_argument("--json", type=Path, help="write the figures here instead of "
+                        "bench/out/bundle-TIMESTAMP.json (bench/suite.py reads it)")
     args = parser.parse_args()
     platforms = args.platform or ["linux-x86_64", "linux-aarch64", "windows-amd64"]
     with tempfile.TemporaryDirectory(prefix="wardwatch-bench-bundle-") as tmp:
@@ -119,7 +121,7 @@ def main() -> int:
     }
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"bundle-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+    (args.json or out / f"bundle-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
         json.dumps(figures, indent=2) + "\n")
     print("| platform | archive | wheels |")
     print("|---|---:|---:|")

@@ -144,6 +144,8 @@ def timed(argv: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write the raw numbers here instead of "
+                        "bench/out/coldstart-TIMESTAMP.json (bench/suite.py reads it)")
     args = parser.parse_args()
     info = machine(command=" ".join(agent_command()))
     runs: list[dict[str, float]] = []
@@ -182,11 +184,11 @@ def main() -> int:
               + " ".join(f"{v * 1000:.0f}" for v in values))
     out = REPO / "bench" / "out"
     out.mkdir(exist_ok=True)
-    path = out / f"coldstart-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = args.json or out / f"coldstart-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"machine": info, "summary": summary, "runs": runs,
                                 "python_start_s": python_s, "import_agent_s": import_s},
                                indent=2))
-    print(f"raw numbers: {path.relative_to(REPO)}")
+    print(f"raw numbers: {path}")
     return 0
 
 

@@ -1685,10 +1685,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     report["table"] = print_table(rows)
     report["rows"] = [r.__dict__ for r in rows]
-    out = REPO / "bench" / "out" / (f"collector-{report['mode']}-"
-                                    f"{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out = args.json or REPO / "bench" / "out" / (f"collector-{report['mode']}-"
+                                                 f"{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nJSON: {out.relative_to(REPO)}  (total {report['wall_s']:.0f}s)")
+    print(f"\nJSON: {out}  (total {report['wall_s']:.0f}s)")
     failed = [r.figure for r in rows if r.verdict == "FAIL"]
     if failed:
         print("missed targets: " + "; ".join(failed))
@@ -1703,6 +1703,8 @@ def main() -> int:
     parser.add_argument("--only", help="comma list of ingest,availability,growth")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the extra SQLite run sampled with py-spy")
+    parser.add_argument("--json", type=Path, help="write the raw figures here instead of "
+                        "bench/out/collector-MODE-TIMESTAMP.json (bench/suite.py reads it)")
     # internal: the load process and the query process
     parser.add_argument("--internal-load", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--internal-query", type=Path, help=argparse.SUPPRESS)

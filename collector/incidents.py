@@ -154,8 +154,15 @@ class IncidentService:
             snap = await self._snapshot(system, now, system.id in in_maintenance)
             host = next((by_id[other] for other in system.depends_on
                          if f"system:{other}" in open_now), None)
-            changes += await self._reconcile(system, snap, now, host,
-                                             open_now.get(f"system:{system.id}"))
+            try:
+                changes += await self._reconcile(system, snap, now, host,
+                                                 open_now.get(f"system:{system.id}"))
+            except IncidentError as exc:
+                # another collector on the same database changed it first (recovered it,
+                # a person closed it): the next round sees its new state; the rest of this
+                # round goes on
+                log.info("incident of %s changed meanwhile (%s): next round", system.id, exc)
+                continue
             for change in changes:   # a host opened in this round counts for the next system
                 if change.incident.open_key is not None:
                     open_now[change.incident.open_key] = change.incident

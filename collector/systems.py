@@ -265,9 +265,21 @@ class Systems:
         """Every configured system's member checks, matched again only when the known checks
         change (matching is a glob per known check and member pattern)."""
         known = await self.store.known_checks()
-        if known != self._known:
+        if self._known is None or len(known) < len(self._known):
             self._member_lists = {s.id: member_checks(s, known) for s in self.config.systems}
-            self._known = known
+            self._known = list(known)
+        elif len(known) > len(self._known):
+            # only the checks that appeared since are matched (the known checks only grow):
+            # at a cold start with thousands of hosts reporting, matching every known check
+            # again for each new one held the event loop for minutes (docs/scale.md)
+            seen = set(self._known)
+            fresh = [key for key in known if key not in seen]
+            for system in self.config.systems:
+                found = member_checks(system, fresh)
+                if found:
+                    self._member_lists[system.id] = sorted(
+                        {*self._member_lists[system.id], *found})
+            self._known = list(known)
         return self._member_lists
 
     def sweep(self, system: SystemConfig, intervals: Sequence[CheckInterval], start: datetime,

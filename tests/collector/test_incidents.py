@@ -282,3 +282,24 @@ async def test_an_unconfirmed_failure_keeps_its_system_unsettled(w: World) -> No
     await w.results("db-01", "ora", "c", T0 + 6 * STEP)
     assert await w.service.evaluate(T0 + 6 * STEP + timedelta(seconds=1)) == []
     assert "ORA" in w.service.watching and "ORA" not in w.service.settled
+
+
+async def test_an_incident_changed_by_another_collector_does_not_stop_the_round(
+        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two collectors on one database: the other one recovered EMR's incident between this
+    one's read and its write. This round skips EMR (the next sees its new state) and still
+    opens HIS's incident."""
+    for agent, check in (("emr-01", "web"), ("emr-02", "web"), ("his-01", "web")):
+        await w.results(agent, check, "oo", T0 - 2 * STEP)
+        await w.results(agent, check, "cc", T0)
+    later = T0 + 3 * STEP
+    real = w.service._reconcile
+
+    async def raced(system: Any, *args: Any) -> Any:
+        if system.id == "EMR":
+            raise IncidentError("INC-1 is not open", "not_open", "INC-1")
+        return await real(system, *args)
+
+    monkeypatch.setattr(w.service, "_reconcile", raced)
+    changes = await w.service.evaluate(later)
+    assert [c.incident.system for c in changes if c.event == "opened"] == ["HIS"]

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerts import alertmanager
-from collector import clock, unavailable
+from collector import clock, shedding, unavailable
 from collector.calendar import HolidayCalendar
 from collector.config import CollectorConfig
 from collector.findings import VERSIONED, FindingsService
@@ -155,6 +155,7 @@ OBSERVED_KINDS = frozenset({"patches", "hardening", *VERSIONED})
 """Result kinds the findings service reads (inventories, hardening, product versions)."""
 SEND_KEY = web.AppKey("wake_outbox", asyncio.Event)
 METRICS_KEY = web.AppKey("metrics", CollectorMetrics)
+GATE_KEY = web.AppKey("ingest_gate", shedding.IngestGate)
 AUTH_FAILURES_KEY = web.AppKey("auth_failures", FailureLimiter)
 
 
@@ -164,6 +165,7 @@ def create_app(config: CollectorConfig, store_url: str | None = None) -> web.App
                           middlewares=[_json_errors, _refuse_nul])
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = CollectorMetrics()
+    app[GATE_KEY] = shedding.IngestGate()
     app[AUTH_FAILURES_KEY] = FailureLimiter()   # failed agent tokens per address
     app.cleanup_ctx.append(_open_store(store_url or config.store, config))
     # background work the app owns, each cancelled on shutdown: system gauges every minute
@@ -695,6 +697,21 @@ async def ingest(request: web.Request) -> web.Response:
         m.rejected.labels("too_large").inc()
         limit = request.app[CONFIG_KEY].max_body_bytes
         raise ApiError(413, f"body over {limit} bytes: send smaller batches") from None
+    try:
+        async with request.app[GATE_KEY].slot():
+            if request.transport is None or request.transport.is_closing():
+                m.rejected.labels("client_gone").inc()   # it waited; its agent hung up
+                raise ApiError(408, "the agent hung up while the batch waited")
+            return await _ingest_batch(request, agent_id, body, started)
+    except shedding.Busy:
+        m.rejected.labels("busy").inc()
+        raise ApiError(503, "collector busy, retry later (the batch stays in the agent's "
+                       "spool)", headers={"Retry-After": str(shedding.RETRY_AFTER_S)}) from None
+
+
+async def _ingest_batch(request: web.Request, agent_id: str, body: bytes, started: float
+                        ) -> web.Response:
+    m = request.app[METRICS_KEY]
     batch = _parse_batch(body, m)
     if batch.agent_id != agent_id or any(r.agent_id != agent_id for r in batch.results):
         m.rejected.labels("wrong_agent").inc()

@@ -173,7 +173,7 @@ def _operations() -> dict[str, Any]:
                 "type": "object", "required": ["accepted", "duplicates"],
                 "properties": {"accepted": {"type": "integer"},
                                "duplicates": {"type": "integer"}}}, "Stored."),
-                "400", "401", "403", "409", "413", "429")}},
+                "400", "401", "403", "408", "409", "413", "429")}},
         "/api/v1/systems": {"get": {
             "operationId": "listSystems", "tags": ["availability"], "security": ANYONE,
             "summary": "Every system: its state now and its availability this year so far.",
@@ -299,8 +299,10 @@ ERRORS = {
     "413": "The body is over the collector's `max_body_bytes`.",
     "429": "Too many failed token checks from this address; `Retry-After` says when to "
            "try again.",
-    "503": "The store is unavailable (a database restarting, a full disk); nothing was "
-           "stored; `Retry-After` says when to try again.",
+    "408": "The agent hung up while its batch waited for a turn; nothing was stored.",
+    "503": "The store is unavailable (a database restarting, a full disk), or the collector "
+           "is busy (ingest: every slot taken and the queue full, collector/shedding.py); "
+           "nothing was stored; `Retry-After` says when to try again.",
 }
 
 

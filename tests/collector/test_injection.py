@@ -24,17 +24,15 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
 from collector.app import FINDINGS_KEY, create_app, evaluate_incidents
 from collector.config import parse_collector_config
 from collector.openapi import document
-from collector.schema import metadata
 from collector.store import utcnow
 from collector.web.auth import ACCOUNTS_KEY
 from probes.result import Status
-from tests.collector.web.conftest import PASSWORD, SYSTEMS, Ui
+from tests.collector.web.conftest import PASSWORD, SYSTEMS, Ui, snapshot
 
 PAYLOADS = (
     "' OR '1'='1",
@@ -178,17 +176,6 @@ async def seeded(tmp_path: Path, store_url: str) -> AsyncIterator[tuple[Ui, dict
         yield ui, {"id": str(incident_id)}
 
 
-VOLATILE = {("web_sessions", "last_seen")}
-
-
-async def snapshot(ui: Ui) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    async with ui.store.engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            columns = [c for c in table.c if (table.name, c.name) not in VOLATILE]
-            rows = (await conn.execute(sa.select(*columns))).all()
-            out[table.name] = sorted(repr(tuple(row)) for row in rows)
-    return out
 
 
 def rows_of(body: Any) -> list[str]:
@@ -206,7 +193,7 @@ async def test_api_filters_resist_injection(seeded: tuple[Ui, dict[str, str]]) -
     ui, ids = seeded
     problems: list[str] = []
     targets = api_targets()
-    before = await snapshot(ui)
+    before = await snapshot(ui.store)
     for target in targets:
         baseline: list[str] = []
         for value in (HARMLESS, *PAYLOADS):
@@ -236,7 +223,7 @@ async def test_api_filters_resist_injection(seeded: tuple[Ui, dict[str, str]]) -
         resp = await ui.client.get(path, params=params, allow_redirects=False)
         if not 400 <= resp.status < 500:
             problems.append(f"GET {target.path} {target.name}=<22 kB>: {resp.status}")
-    assert await snapshot(ui) == before, "an injection attempt changed the store"
+    assert await snapshot(ui.store) == before, "an injection attempt changed the store"
     assert not problems, "\n".join(problems)
     assert len(targets) >= 9
 
@@ -245,7 +232,7 @@ async def test_ui_pages_resist_injection(seeded: tuple[Ui, dict[str, str]]) -> N
     ui, ids = seeded
     assert (await ui.login("admin1")).status == 303
     problems: list[str] = []
-    before = await snapshot(ui)
+    before = await snapshot(ui.store)
     for target in ui_targets():
         baseline_rows = None
         for value in (HARMLESS, *PAYLOADS):
@@ -278,7 +265,7 @@ async def test_ui_pages_resist_injection(seeded: tuple[Ui, dict[str, str]]) -> N
             resp = await ui.post(path, {"note": value}, token=token)
             if resp.status >= 500 or resp.status in (200, 303):
                 problems.append(f"POST {path[:60]}: {resp.status} {(await resp.text())[:200]}")
-    after = await snapshot(ui)
+    after = await snapshot(ui.store)
     # `?lang=` remembers a valid choice in the user's record; no payload is one
     assert after == before, [name for name in before if before[name] != after[name]]
     assert not problems, "\n".join(problems)

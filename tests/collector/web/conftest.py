@@ -111,3 +111,22 @@ async def ui(tmp_path: Path) -> AsyncIterator[Ui]:
 
 def at(base: datetime, seconds: float) -> datetime:
     return base + timedelta(seconds=seconds)
+
+
+VOLATILE = {("web_sessions", "last_seen")}
+"""Touched by any request of a session (at most once a minute): not a state change."""
+
+
+async def snapshot(store: Any) -> dict[str, list[str]]:
+    """Every row of every table, as text: compared before and after a refused request."""
+    import sqlalchemy as sa
+
+    from collector.schema import metadata
+
+    out: dict[str, list[str]] = {}
+    async with store.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            columns = [c for c in table.c if (table.name, c.name) not in VOLATILE]
+            rows = (await conn.execute(sa.select(*columns))).all()
+            out[table.name] = sorted(repr(tuple(row)) for row in rows)
+    return out

@@ -21,16 +21,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from aiohttp import web
 
 from collector.app import CONFIG_KEY
 from collector.config import parse_collector_config
-from collector.schema import metadata
 from collector.store import utcnow
 from collector.web import setup_web
 from collector.web.accounts import RANK
-from tests.collector.web.conftest import PASSWORD, Ui, hidden
+from tests.collector.web.conftest import PASSWORD, Ui, hidden, snapshot
 
 ANONYMOUS = "anonymous"
 USERS = {"viewer": "viewer1", "operator": "op1", "admin": "admin1"}
@@ -102,19 +100,6 @@ def test_every_ui_route_is_in_the_table() -> None:
 
 # -- state ----------------------------------------------------------------------------------
 
-VOLATILE = {("web_sessions", "last_seen")}
-"""Touched by any request of a session (at most once a minute): not a state change."""
-
-
-async def snapshot(ui: Ui) -> dict[str, list[str]]:
-    """Every row of every table, as text."""
-    out: dict[str, list[str]] = {}
-    async with ui.store.engine.connect() as conn:
-        for table in metadata.sorted_tables:
-            columns = [c for c in table.c if (table.name, c.name) not in VOLATILE]
-            rows = (await conn.execute(sa.select(*columns))).all()
-            out[table.name] = sorted(repr(tuple(row)) for row in rows)
-    return out
 
 
 def changes(before: dict[str, list[str]], after: dict[str, list[str]]) -> list[str]:
@@ -190,7 +175,7 @@ async def test_post_route_needs_its_role_and_csrf_token(ui: Ui, route: tuple[str
 
     async def refused(who: str, token: str | None, *, header: bool = False,
                       want: tuple[int, ...] = (403,)) -> None:
-        before = await snapshot(ui)
+        before = await snapshot(ui.store)
         data = dict(form)
         headers = {}
         if token is not None and header:
@@ -200,7 +185,7 @@ async def test_post_route_needs_its_role_and_csrf_token(ui: Ui, route: tuple[str
         resp = await ui.client.post(path, data=data, headers=headers, allow_redirects=False)
         ok = resp.status in want or (who == ANONYMOUS and is_login_redirect(resp))
         assert ok, (who, path, resp.status, (await resp.text())[:300])
-        after = await snapshot(ui)
+        after = await snapshot(ui.store)
         assert not changes(before, after), (f"{who}: POST {path} was refused with "
                                             f"{resp.status} but changed "
                                             f"{changes(before, after)}")
@@ -226,11 +211,12 @@ async def test_post_route_needs_its_role_and_csrf_token(ui: Ui, route: tuple[str
     await refused(expected.role, foreign)
     await refused(expected.role, foreign, header=True)
     # positive control: the same request with the session's token does act
-    before = await snapshot(ui)
+    before = await snapshot(ui.store)
     resp = await ui.post(path, form, token=token)
     assert resp.status in (200, 303), (path, resp.status, (await resp.text())[:300])
     assert not is_login_redirect(resp) or route[1] == "/logout"
-    assert changes(before, await snapshot(ui)), f"POST {path} by {expected.role} changed nothing"
+    assert changes(before, await snapshot(ui.store)), (
+        f"POST {path} by {expected.role} changed nothing")
 
 
 async def test_login_post_needs_its_form_token(ui: Ui) -> None:
@@ -240,11 +226,11 @@ async def test_login_post_needs_its_form_token(ui: Ui) -> None:
     token = hidden(await form.text(), "csrf_token")
     data = {"name": "admin1", "password": PASSWORD}
     for sent in (None, "", "forged", token[:-1]):
-        before = await snapshot(ui)
+        before = await snapshot(ui.store)
         body = dict(data) if sent is None else {**data, "csrf_token": sent}
         resp = await ui.client.post("/login", data=body, allow_redirects=False)
         assert resp.status == 403, (sent, resp.status)
-        assert not changes(before, await snapshot(ui))
+        assert not changes(before, await snapshot(ui.store))
     # the right token from another browser (no login cookie here) is refused too
     ui.client.session.cookie_jar.clear()
     resp = await ui.client.post("/login", data={**data, "csrf_token": token},

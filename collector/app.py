@@ -759,6 +759,8 @@ def _parse_batch(body: bytes, m: CollectorMetrics) -> IngestRequest:
     except ValidationError as exc:
         raw = _json_or_none(body)
         results = raw.get("results") if isinstance(raw, dict) else None
+        if not isinstance(results, list):   # `"results": 2.0` is refused below, not a 500
+            results = None
         versions = [r.get("schema_version", 1) for r in results or () if isinstance(r, dict)]
         ahead = [v for v in versions if isinstance(v, int) and v > SCHEMA_VERSION]
         if not ahead:

@@ -169,3 +169,12 @@ async def test_non_finite_metric_values_are_stored_as_null(collector: Collector)
             sa.select(results.c.metrics, results.c.details))).one()
     assert [m["value"] for m in metrics] == [1.0, None]
     assert details == {"ratio": None}
+
+
+@pytest.mark.parametrize("results", [2.0, "x", {"a": 1}, None, [1, "y"]])
+async def test_results_of_the_wrong_type_are_a_400(collector: Collector, results: Any) -> None:
+    """Found by fuzzing: `"results": 2.0` was a 500 (the schema-version fallback iterated it)."""
+    status, reply = await collector.post({"agent_id": "emr-app-01", "results": results},
+                                         collector.tokens["emr-app-01"])
+    assert status == 400 and reply["error"].startswith("invalid batch"), (status, reply)
+    assert await collector.store.count_results() == 0

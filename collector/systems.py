@@ -14,7 +14,8 @@ thread, so the event loop (ingest, the API, the board) is never held for long by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -138,8 +139,28 @@ class RuleCache:
 
 
 RECENT = timedelta(hours=1)
-"""The first, short read of a system's last stretch (`Systems.snapshot`, the board): most
-states that matter changed within it; only a state steady for longer needs the day."""
+"""The first, short read of a system's last stretch (`Systems.last_stretches`): most states
+that matter changed within it; only a state steady for longer needs the day."""
+WHOLE_READ_KEYS = 400
+"""Above this many checks a read takes every row of its window instead of an OR of pairs."""
+
+
+def last_stretch(intervals: Sequence[CheckInterval], start: datetime, end: datetime,
+                 members: Sequence[CheckKey], rule: RuleFn) -> StateInterval:
+    """The last stretch of `collector.systems.timeline(system, intervals, start, end,
+    members, rule)` — the same sweep (`state_changes`) — without building the stretches
+    before it. `rule` is the system's rule over `sweep_keys(intervals, members)`
+    (`RuleCache.rule`: compiled, its answers memoised across calls; a system whose 30 members
+    changed a few times today has hundreds of boundaries, and the rule's answers for the same
+    member states do not change from one board refresh to the next).
+
+    tests/collector/web/test_pages.py checks it equals `Systems.current` on the same data."""
+    changes = deque(state_changes(intervals, start, end, sweep_keys(intervals, members), rule),
+                    maxlen=1)
+    if not changes:
+        raise ValueError("an empty period has no stretch")
+    when, state, cause = changes[0]
+    return StateInterval(when, end, state, cause)
 
 
 def sweep_keys(intervals: Sequence[CheckInterval], members: Iterable[CheckKey]
@@ -412,26 +433,76 @@ class Systems:
                        ) -> tuple[SystemState, list[CheckInterval]]:
         """State at `now` and the current (standing) interval of each member check, from one
         read of the store: what the incident engine looks at."""
-        start, recent = now - timedelta(days=1), now - RECENT
         members = await self._members(system)
-        # the state at an instant depends only on the intervals covering it: a last stretch
-        # that starts within the last RECENT is the day's last stretch too (the board reads
-        # the same way, collector/web/board.py); the rest of the day only when it does not
-        intervals = [self._standing(iv, now) for iv in await self.store.intervals(
-            recent, now, members, open_after=start)]
-        states = self.sweep(system, intervals, recent, now, members)
-        if states[-1].start == recent:
-            earlier = [self._standing(iv, now) for iv in await self.store.intervals(
-                start, recent, members, closed_only=True)]
-            intervals = earlier + intervals   # the closed ones never cover `now`
-            states = self.sweep(system, intervals, start, now, members)
-        last = states[-1]
+        lasts, by_check = await self.last_stretches([system], {system.id: members}, now)
+        last = lasts[system.id]
         current: dict[CheckKey, CheckInterval] = {}
-        for iv in intervals:   # ordered by start: the last one covering now wins
-            if iv.start <= now <= iv.end:
-                current[(iv.agent_id, iv.check_id)] = iv
+        for key in members:   # each list ordered by start: the last one covering now wins
+            for iv in by_check.get(key, ()):
+                if iv.start <= now <= iv.end:
+                    current[key] = iv
         return (SystemState(system=system.id, state=last.state, since=last.start,
                             cause=last.cause), list(current.values()))
+
+    async def last_stretches(self, systems: Sequence[SystemConfig],
+                             members: Mapping[str, Sequence[CheckKey]], now: datetime
+                             ) -> tuple[dict[str, StateInterval],
+                                        dict[CheckKey, list[CheckInterval]]]:
+        """Each system's last stretch of the day's timeline (what `current` gives), and the
+        intervals read for it, per check, open ones standing at `now`.
+
+        The state at an instant depends only on the intervals that cover it, so a last
+        stretch that starts within the last RECENT is the day's last stretch too. The last
+        RECENT is read for all `systems` first; only for the systems whose state did not
+        change in it are the intervals that ended before it read too. The two reads are
+        exactly the day's read of `current`, no row twice: the first has every open interval
+        that ends within the day, the second only closed ones. The board asks for every
+        system at once, the incident engine for one."""
+        day, recent = now - timedelta(days=1), now - RECENT
+        every = sorted({key for s in systems for key in members[s.id]})
+        by_check = await self._read_standing(every, now, recent, now, open_after=day)
+        out: dict[str, StateInterval] = {}
+        undecided = []
+        for system in systems:
+            last = self._last_stretch(system, members[system.id], by_check, recent, now)
+            if last.start == recent:
+                undecided.append(system)
+            else:
+                out[system.id] = last
+        if undecided:
+            wanted = sorted({key for s in undecided for key in members[s.id]})
+            earlier = await self._read_standing(wanted, now, day, recent, closed_only=True)
+            for key, found in earlier.items():   # the closed ones never cover `now`
+                by_check[key] = found + by_check.get(key, [])
+            for system in undecided:
+                out[system.id] = self._last_stretch(system, members[system.id], by_check,
+                                                    day, now)
+        return out, by_check
+
+    def _last_stretch(self, system: SystemConfig, keys: Sequence[CheckKey],
+                      by_check: Mapping[CheckKey, list[CheckInterval]], start: datetime,
+                      now: datetime) -> StateInterval:
+        mine = [iv for key in keys for iv in by_check.get(key, ())]
+        return last_stretch(mine, start, now, keys,
+                            self.rules.rule(system, sweep_keys(mine, keys)))
+
+    async def _read_standing(self, wanted: Sequence[CheckKey], now: datetime, start: datetime,
+                             end: datetime, *, open_after: datetime | None = None,
+                             closed_only: bool = False) -> dict[CheckKey, list[CheckInterval]]:
+        """`wanted` checks' intervals of [start, end) (`Store.intervals`), open ones standing
+        at `now`."""
+        by_check: dict[CheckKey, list[CheckInterval]] = defaultdict(list)
+        if not wanted:
+            return by_check
+        # a long OR of pairs costs more than reading every row of the window
+        scope = None if len(wanted) > WHOLE_READ_KEYS else wanted
+        keep = set(wanted)
+        for iv in await self.store.intervals(start, end, scope, open_after=open_after,
+                                             closed_only=closed_only):
+            key = (iv.agent_id, iv.check_id)
+            if key in keep:
+                by_check[key].append(self._standing(iv, now))
+        return by_check
 
     async def current(self, system: SystemConfig, now: datetime) -> SystemState:
         """State at `now`: the last stretch of today's timeline (stale data is unknown)."""
